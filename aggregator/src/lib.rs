@@ -1,0 +1,333 @@
+//! The aggregator role: consumes sample batches, folds them into hourly buckets and
+//! periodically applies them to Postgres together with the consumed offsets (one
+//! transaction), then refreshes the Redis hot copy.
+//!
+//! Offsets live in Postgres, not in Kafka: on (re)assignment a partition resumes from the
+//! offset stored with the buckets, skipping what is already applied. A flush commits a
+//! partition only if its stored offset is still the one its deltas started from, which
+//! fences off a stale owner after a rebalance.
+
+pub mod hot;
+pub mod state;
+pub mod store;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::message::Message;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use sqlx::PgPool;
+use tidemark_core::hot::HotKeys;
+use tidemark_core::Config;
+use tokio_util::sync::CancellationToken;
+
+use crate::hot::{HotBucket, HotWriter};
+use crate::state::{Fence, PartitionState, SeriesCache};
+
+/// Flush early when this many samples wait in memory.
+const MAX_PENDING_SAMPLES: u64 = 500_000;
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Records partitions taken away by a rebalance, for the consume loop to drop.
+#[derive(Default)]
+pub struct RebalanceContext {
+    revoked: Mutex<Vec<i32>>,
+}
+
+impl ClientContext for RebalanceContext {}
+
+impl ConsumerContext for RebalanceContext {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let mut revoked = self.revoked.lock().expect("revoked lock");
+            revoked.extend(tpl.elements().iter().map(|e| e.partition()));
+        }
+    }
+}
+
+type Consumer_ = StreamConsumer<RebalanceContext>;
+
+/// Connections the role needs, opened by the caller.
+pub struct AggregatorDeps {
+    pub brokers: String,
+    pub pool: PgPool,
+    pub redis: redis::aio::ConnectionManager,
+}
+
+pub struct Aggregator {
+    consumer: Arc<Consumer_>,
+    pool: PgPool,
+    hot: HotWriter,
+    topic: String,
+    cluster_id: String,
+    flush_interval: Duration,
+    states: HashMap<i32, PartitionState>,
+    series: SeriesCache,
+}
+
+impl Aggregator {
+    pub async fn build(config: &Config, deps: AggregatorDeps) -> anyhow::Result<Self> {
+        let consumer: Consumer_ = tidemark_core::kafka::client_config(&deps.brokers)
+            .set("group.id", format!("{}.aggregator", config.topics.prefix))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set(
+                "session.timeout.ms",
+                config.consumer_session_timeout.as_millis().to_string(),
+            )
+            .set(
+                "heartbeat.interval.ms",
+                (config.consumer_session_timeout.as_millis() / 3)
+                    .max(100)
+                    .to_string(),
+            )
+            .create_with_context(RebalanceContext::default())?;
+        let brokers = deps.brokers.clone();
+        let cluster_id = tokio::task::spawn_blocking(move || {
+            tidemark_core::kafka::cluster_id(&brokers, Duration::from_secs(10))
+        })
+        .await??;
+        consumer.subscribe(&[&config.topics.samples])?;
+        let hot = HotWriter::new(
+            deps.redis,
+            HotKeys::new(&config.topics.prefix),
+            deps.pool.clone(),
+        );
+        Ok(Self {
+            consumer: Arc::new(consumer),
+            pool: deps.pool,
+            hot,
+            topic: config.topics.samples.clone(),
+            cluster_id,
+            flush_interval: config.flush_interval,
+            states: HashMap::new(),
+            series: SeriesCache::default(),
+        })
+    }
+
+    /// Consumes until `shutdown`, then flushes what it holds.
+    pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        tracing::info!(topic = %self.topic, cluster_id = %self.cluster_id, "aggregator consuming");
+        let mut tick = tokio::time::interval(self.flush_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let consumer = self.consumer.clone();
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                _ = tick.tick() => self.flush(&shutdown).await,
+                msg = consumer.recv() => match msg {
+                    Ok(msg) => {
+                        self.drop_revoked();
+                        self.consume(msg.partition(), msg.offset(), msg.payload().unwrap_or_default()).await?;
+                        if self.pending_samples() >= MAX_PENDING_SAMPLES {
+                            self.flush(&shutdown).await;
+                        }
+                    }
+                    Err(e) => {
+                        metrics::counter!("tidemark_aggregator_consume_errors_total").increment(1);
+                        tracing::warn!(error = %e, "consume error");
+                    }
+                },
+            }
+        }
+        self.drop_revoked();
+        self.flush(&shutdown).await;
+        tracing::info!("aggregator drained");
+        Ok(())
+    }
+
+    fn pending_samples(&self) -> u64 {
+        self.states.values().map(|s| s.samples).sum()
+    }
+
+    fn drop_revoked(&mut self) {
+        let revoked = std::mem::take(
+            &mut *self
+                .consumer
+                .context()
+                .revoked
+                .lock()
+                .expect("revoked lock"),
+        );
+        for p in revoked {
+            // Unflushed deltas are dropped: the next owner re-reads them from the stored offset.
+            self.states.remove(&p);
+        }
+    }
+
+    async fn consume(&mut self, partition: i32, offset: i64, payload: &[u8]) -> anyhow::Result<()> {
+        if !self.states.contains_key(&partition) {
+            let st = self.resume_point(partition).await?;
+            self.states.insert(partition, st);
+        }
+        let st = self.states.get_mut(&partition).expect("inserted above");
+        if offset < st.next_offset {
+            return Ok(()); // already applied
+        }
+        if offset > st.next_offset && st.samples == 0 {
+            return self.seek_to_stored(partition, offset);
+        }
+        match tidemark_schemas::decode_sample_batch(payload) {
+            Ok(batch) => {
+                st.fold(offset, &batch, &mut self.series);
+                metrics::counter!("tidemark_aggregator_samples_folded_total")
+                    .increment(batch.samples.len() as u64);
+            }
+            Err(e) => {
+                metrics::counter!("tidemark_aggregator_decode_errors_total").increment(1);
+                tracing::error!(partition, offset, error = %e, "skipping undecodable message");
+                st.skip(offset);
+            }
+        }
+        Ok(())
+    }
+
+    /// Where a newly seen partition resumes: the stored offset, or the start of the log
+    /// when nothing is stored for this cluster.
+    async fn resume_point(&self, partition: i32) -> anyhow::Result<PartitionState> {
+        let fence = store::load_fence(&self.pool, &self.topic, partition).await?;
+        let next = match &fence {
+            Fence::Row(offset, cluster) if *cluster == self.cluster_id => *offset,
+            other => {
+                if let Fence::Row(_, cluster) = other {
+                    tracing::warn!(partition, old = %cluster, new = %self.cluster_id, "the broker cluster changed; reading this partition from its start");
+                }
+                let (low, _) = tokio::task::block_in_place(|| {
+                    self.consumer
+                        .fetch_watermarks(&self.topic, partition, Duration::from_secs(10))
+                })?;
+                low
+            }
+        };
+        Ok(PartitionState::new(fence, next))
+    }
+
+    /// The consumer is ahead of the stored offset (Kafka's committed offset is only for
+    /// lag monitoring); go back to what Postgres says is next.
+    fn seek_to_stored(&mut self, partition: i32, seen: i64) -> anyhow::Result<()> {
+        let target = self.states[&partition].next_offset;
+        let low = tokio::task::block_in_place(|| {
+            self.consumer
+                .fetch_watermarks(&self.topic, partition, Duration::from_secs(10))
+        })?
+        .0;
+        if target < low {
+            metrics::counter!("tidemark_aggregator_offset_gaps_total").increment(1);
+            tracing::error!(
+                partition,
+                stored = target,
+                log_start = low,
+                "samples between the stored offset and the log start are gone from Kafka"
+            );
+            let st = self.states.get_mut(&partition).expect("present");
+            st.next_offset = low;
+            return Ok(());
+        }
+        tracing::info!(
+            partition,
+            from = seen,
+            to = target,
+            "seeking back to the stored offset"
+        );
+        self.consumer.seek(
+            &self.topic,
+            partition,
+            Offset::Offset(target),
+            Duration::from_secs(10),
+        )?;
+        Ok(())
+    }
+
+    /// Applies everything pending; retries with backoff while Postgres fails, consuming
+    /// nothing meanwhile, so no offset advances without its data.
+    async fn flush(&mut self, shutdown: &CancellationToken) {
+        if !self.states.values().any(PartitionState::is_dirty) {
+            return;
+        }
+        let mut backoff = Duration::from_millis(100);
+        let mut attempts = 0u32;
+        let started = std::time::Instant::now();
+        loop {
+            attempts += 1;
+            match store::flush(&self.pool, &self.topic, &self.cluster_id, &self.states).await {
+                Ok(out) => {
+                    metrics::histogram!("tidemark_aggregator_flush_duration_seconds")
+                        .record(started.elapsed().as_secs_f64());
+                    self.after_commit(out).await;
+                    return;
+                }
+                Err(e) => {
+                    metrics::counter!("tidemark_aggregator_flush_errors_total").increment(1);
+                    tracing::warn!(error = %e, attempts, "flush failed; retrying");
+                    if shutdown.is_cancelled() && attempts >= 5 {
+                        tracing::warn!(
+                            "giving up at shutdown; unflushed samples will be re-read from Kafka"
+                        );
+                        return;
+                    }
+                    let jitter = Duration::from_millis(rand_jitter(backoff.as_millis() as u64 / 2));
+                    tokio::time::sleep(backoff + jitter).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
+    async fn after_commit(&mut self, out: store::Flushed) {
+        for p in &out.fenced {
+            metrics::counter!("tidemark_aggregator_fenced_total").increment(1);
+            tracing::warn!(
+                partition = p,
+                "another consumer advanced this partition; dropping our deltas"
+            );
+            self.states.remove(p);
+        }
+        let hot: Vec<HotBucket<'_>> = out
+            .buckets
+            .iter()
+            .map(|(p, series, hour, bucket)| {
+                let (meta, _) = &self.states[p].buckets[&(*series, *hour)];
+                (
+                    meta.service.as_str(),
+                    meta.metric.as_str(),
+                    *series,
+                    *hour,
+                    bucket,
+                )
+            })
+            .collect();
+        self.hot.publish(&hot).await;
+        drop(hot);
+        let mut tpl = TopicPartitionList::new();
+        let mut folded = 0;
+        for p in &out.committed {
+            let st = self
+                .states
+                .get_mut(p)
+                .expect("committed partitions are held");
+            folded += st.samples;
+            *st = PartitionState::new(
+                Fence::Row(st.next_offset, self.cluster_id.clone()),
+                st.next_offset,
+            );
+            let _ = tpl.add_partition_offset(&self.topic, *p, Offset::Offset(st.next_offset));
+        }
+        metrics::counter!("tidemark_aggregator_samples_committed_total").increment(folded);
+        if tpl.count() > 0 {
+            // For lag monitoring only; the truth is in Postgres.
+            if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+                tracing::debug!(error = %e, "kafka offset commit failed");
+            }
+        }
+    }
+}
+
+fn rand_jitter(max_ms: u64) -> u64 {
+    use rand::Rng;
+    rand::thread_rng().gen_range(0..=max_ms)
+}

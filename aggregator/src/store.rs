@@ -1,0 +1,212 @@
+//! Postgres side of the aggregator: reading a partition's stored offset (its fence) and
+//! the flush transaction that applies bucket deltas and advances offsets together, so a
+//! crash at any point neither loses nor double-counts a sample.
+
+use std::collections::HashMap;
+
+use sqlx::{PgPool, Postgres, Row, Transaction};
+use tidemark_core::db::{bucket_from_row, BUCKET_COLUMNS};
+use tidemark_core::Bucket;
+
+use crate::state::{Fence, PartitionState};
+
+/// The stored offset row of a partition.
+pub async fn load_fence(pool: &PgPool, topic: &str, partition: i32) -> sqlx::Result<Fence> {
+    let row = sqlx::query(
+        "SELECT next_offset, cluster_id FROM consumer_offsets WHERE topic = $1 AND partition = $2",
+    )
+    .bind(topic)
+    .bind(partition)
+    .fetch_optional(pool)
+    .await?;
+    Ok(match row {
+        Some(r) => Fence::Row(r.get(0), r.get(1)),
+        None => Fence::Absent,
+    })
+}
+
+/// Outcome of a flush: which partitions committed and which were fenced off.
+#[derive(Debug, Default)]
+pub struct Flushed {
+    pub committed: Vec<i32>,
+    pub fenced: Vec<i32>,
+    pub buckets: Vec<(i32, i64, i64, Bucket)>,
+}
+
+/// Applies the deltas of the dirty partitions in one transaction. A partition whose
+/// stored offset no longer equals its fence (another consumer advanced it) is left out;
+/// its deltas are dropped by the caller and re-read from the stored offset.
+/// Returns, per committed bucket, `(partition, series_id, hour_ms, merged bucket)`.
+pub async fn flush(
+    pool: &PgPool,
+    topic: &str,
+    cluster_id: &str,
+    states: &HashMap<i32, PartitionState>,
+) -> sqlx::Result<Flushed> {
+    let mut tx = pool.begin().await?;
+    let mut out = Flushed::default();
+    for (&partition, st) in states.iter().filter(|(_, st)| st.is_dirty()) {
+        if advance_offset(&mut tx, topic, partition, cluster_id, st).await? {
+            out.committed.push(partition);
+        } else {
+            out.fenced.push(partition);
+        }
+    }
+    let committed: Vec<&PartitionState> = out.committed.iter().map(|p| &states[p]).collect();
+    upsert_series(&mut tx, &committed).await?;
+    let mut deltas: Vec<(i32, i64, i64, &Bucket)> = Vec::new();
+    for (&p, st) in out.committed.iter().zip(&committed) {
+        deltas.extend(
+            st.buckets
+                .iter()
+                .map(|(&(series, hour), (_, b))| (p, series, hour, b)),
+        );
+    }
+    let stored = lock_stored(&mut tx, &deltas).await?;
+    for (p, series, hour, delta) in deltas {
+        let mut merged = stored.get(&(series, hour)).cloned().unwrap_or_default();
+        merged.merge(delta);
+        out.buckets.push((p, series, hour, merged));
+    }
+    write_buckets(&mut tx, &out.buckets).await?;
+    tx.commit().await?;
+    Ok(out)
+}
+
+/// Compare-and-set of the partition's offset row; false when fenced.
+async fn advance_offset(
+    tx: &mut Transaction<'_, Postgres>,
+    topic: &str,
+    partition: i32,
+    cluster_id: &str,
+    st: &PartitionState,
+) -> sqlx::Result<bool> {
+    let result = match &st.fence {
+        Fence::Absent => {
+            sqlx::query("INSERT INTO consumer_offsets (topic, partition, next_offset, cluster_id) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING")
+                .bind(topic)
+                .bind(partition)
+                .bind(st.next_offset)
+                .bind(cluster_id)
+                .execute(&mut **tx)
+                .await?
+        }
+        Fence::Row(offset, old_cluster) => {
+            sqlx::query(
+                "UPDATE consumer_offsets SET next_offset = $3, cluster_id = $4, updated_at = now() \
+                 WHERE topic = $1 AND partition = $2 AND next_offset = $5 AND cluster_id = $6",
+            )
+            .bind(topic)
+            .bind(partition)
+            .bind(st.next_offset)
+            .bind(cluster_id)
+            .bind(offset)
+            .bind(old_cluster)
+            .execute(&mut **tx)
+            .await?
+        }
+    };
+    Ok(result.rows_affected() == 1)
+}
+
+async fn upsert_series(
+    tx: &mut Transaction<'_, Postgres>,
+    states: &[&PartitionState],
+) -> sqlx::Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    let (mut ids, mut services, mut metrics, mut tags) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (meta, _) in states.iter().flat_map(|st| st.buckets.values()) {
+        if seen.insert(meta.id) {
+            ids.push(meta.id);
+            services.push(meta.service.as_str());
+            metrics.push(meta.metric.as_str());
+            tags.push(meta.tags_json.as_str());
+        }
+    }
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO series (id, service, metric, tags) \
+         SELECT id, service, metric, tags::jsonb FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[]) AS u(id, service, metric, tags) \
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(&ids)
+    .bind(&services)
+    .bind(&metrics)
+    .bind(&tags)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Reads and row-locks the stored buckets that the deltas touch.
+async fn lock_stored(
+    tx: &mut Transaction<'_, Postgres>,
+    deltas: &[(i32, i64, i64, &Bucket)],
+) -> sqlx::Result<HashMap<(i64, i64), Bucket>> {
+    let series: Vec<i64> = deltas.iter().map(|d| d.1).collect();
+    let hours: Vec<i64> = deltas.iter().map(|d| d.2).collect();
+    let rows = sqlx::query(&format!(
+        "SELECT b.series_id, (extract(epoch FROM b.hour) * 1000)::bigint, {BUCKET_COLUMNS} \
+         FROM buckets b JOIN UNNEST($1::bigint[], $2::bigint[]) AS k(series_id, hour_ms) \
+           ON b.series_id = k.series_id AND b.hour = to_timestamp(k.hour_ms / 1000.0) \
+         ORDER BY b.series_id, b.hour FOR UPDATE OF b"
+    ))
+    .bind(&series)
+    .bind(&hours)
+    .fetch_all(&mut **tx)
+    .await?;
+    rows.into_iter()
+        .map(|r| Ok(((r.get(0), r.get(1)), bucket_from_row(&r, 2)?)))
+        .collect()
+}
+
+async fn write_buckets(
+    tx: &mut Transaction<'_, Postgres>,
+    buckets: &[(i32, i64, i64, Bucket)],
+) -> sqlx::Result<()> {
+    if buckets.is_empty() {
+        return Ok(());
+    }
+    let col = |f: fn(&Bucket) -> i64| {
+        buckets
+            .iter()
+            .map(|(_, _, _, b)| f(b))
+            .collect::<Vec<i64>>()
+    };
+    let fcol = |f: fn(&Bucket) -> f64| {
+        buckets
+            .iter()
+            .map(|(_, _, _, b)| f(b))
+            .collect::<Vec<f64>>()
+    };
+    let series: Vec<i64> = buckets.iter().map(|b| b.1).collect();
+    let hours: Vec<i64> = buckets.iter().map(|b| b.2).collect();
+    let sketches: Vec<Vec<u8>> = buckets
+        .iter()
+        .map(|(_, _, _, b)| b.sketch.to_bytes())
+        .collect();
+    sqlx::query(
+        "INSERT INTO buckets (series_id, hour, count, error_count, sum, min, max, last_at, sketch) \
+         SELECT s, to_timestamp(h / 1000.0), c, e, su, mi, ma, to_timestamp(l / 1000.0), sk \
+         FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::float8[], $6::float8[], $7::float8[], $8::bigint[], $9::bytea[]) \
+           AS u(s, h, c, e, su, mi, ma, l, sk) \
+         ON CONFLICT (series_id, hour) DO UPDATE SET count = EXCLUDED.count, error_count = EXCLUDED.error_count, \
+           sum = EXCLUDED.sum, min = EXCLUDED.min, max = EXCLUDED.max, last_at = EXCLUDED.last_at, \
+           sketch = EXCLUDED.sketch, updated_at = now()",
+    )
+    .bind(&series)
+    .bind(&hours)
+    .bind(col(|b| b.count as i64))
+    .bind(col(|b| b.error_count as i64))
+    .bind(fcol(|b| b.sum))
+    .bind(fcol(|b| b.min))
+    .bind(fcol(|b| b.max))
+    .bind(col(|b| b.last_at_ms))
+    .bind(&sketches)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,34 @@
+//! The alerter role. For now it serves its ops endpoints (`/metrics`, `/livez`,
+//! `/readyz`) on `TIDEMARK_ALERTER_ADDR`; the alert lifecycle (breaches → alerts →
+//! notifications) is not built yet, see ARCHITECTURE.md.
+
+use tidemark_core::http::{self, Ops};
+use tidemark_core::Config;
+use tokio_util::sync::CancellationToken;
+
+pub struct Alerter {
+    listener: tokio::net::TcpListener,
+    ops: Ops,
+}
+
+impl Alerter {
+    pub async fn build(config: &Config, ops: Ops) -> anyhow::Result<Self> {
+        let listener = http::bind(config.alerter_addr, "the alerter").await?;
+        Ok(Self { listener, ops })
+    }
+
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        tracing::info!(addr = %self.local_addr(), "alerter serving ops endpoints; alert lifecycle not built yet");
+        let router = http::with_common_layers(
+            http::ops_router(self.ops),
+            std::time::Duration::from_secs(10),
+        );
+        http::serve(self.listener, router, shutdown).await
+    }
+}

@@ -1,0 +1,312 @@
+//! Per-service health of the current hour: status, throughput, error rate, latency
+//! quantiles and the last sample time. Reads the Redis hot copy when it is marked
+//! complete, Postgres otherwise.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, State};
+use axum::Json;
+use redis::AsyncCommands;
+use serde::Serialize;
+use sqlx::Row;
+use tidemark_core::bucket::{hour_start, HOUR_MS};
+use tidemark_core::db::{bucket_from_row, BUCKET_COLUMNS};
+use tidemark_core::hot::metric_of;
+use tidemark_core::http::ApiError;
+use tidemark_core::Bucket;
+
+use crate::series::rfc3339;
+use crate::ApiState;
+
+/// No sample for this long makes a service `stale`.
+const STALE_AFTER_MS: i64 = 10 * 60_000;
+const DEGRADED_ERROR_RATE: f64 = 0.05;
+const DOWN_ERROR_RATE: f64 = 0.5;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Healthy,
+    Degraded,
+    Down,
+    Stale,
+}
+
+impl Status {
+    /// The value of the `tidemark_service_health_status` gauge.
+    pub fn gauge(self) -> f64 {
+        self as u8 as f64
+    }
+}
+
+/// Decides a status from the current hour and the last sample time.
+pub fn status(now_ms: i64, last_sample_ms: Option<i64>, current: &Bucket) -> Status {
+    match last_sample_ms {
+        Some(last) if now_ms - last <= STALE_AFTER_MS => match current.error_rate() {
+            Some(r) if r >= DOWN_ERROR_RATE => Status::Down,
+            Some(r) if r >= DEGRADED_ERROR_RATE => Status::Degraded,
+            _ => Status::Healthy,
+        },
+        _ => Status::Stale,
+    }
+}
+
+/// Statistics of one metric (or one service) over the current hour.
+#[derive(Debug, Serialize)]
+pub struct Stats {
+    pub count: u64,
+    pub error_count: u64,
+    pub throughput_per_s: f64,
+    pub error_rate: Option<f64>,
+    pub p50: Option<f64>,
+    pub p95: Option<f64>,
+    pub p99: Option<f64>,
+}
+
+impl Stats {
+    fn new(b: &Bucket, elapsed_s: f64) -> Self {
+        Self {
+            count: b.count,
+            error_count: b.error_count,
+            throughput_per_s: b.count as f64 / elapsed_s,
+            error_rate: b.error_rate(),
+            p50: b.quantile(0.5),
+            p95: b.quantile(0.95),
+            p99: b.quantile(0.99),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct ServiceHealth {
+    pub service: String,
+    pub status: Status,
+    pub last_sample_at: Option<String>,
+    pub hour_start: String,
+    /// All of the service's samples this hour; quantiles are those of `latency_metric`.
+    pub current_hour: Stats,
+    pub latency_metric: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<BTreeMap<String, Stats>>,
+    pub source: &'static str,
+}
+
+/// `(service, metric, hour_ms, bucket)` rows of the recent hours.
+type Rows = Vec<(String, String, i64, Bucket)>;
+
+async fn recent_from_redis(
+    state: &ApiState,
+    service: Option<&str>,
+    hours: [i64; 2],
+) -> anyhow::Result<Option<Rows>> {
+    let mut conn = state.redis.clone();
+    let ready: bool = conn.exists(state.hot_keys.ready()).await?;
+    if !ready {
+        return Ok(None);
+    }
+    let services: Vec<String> = match service {
+        Some(s) => vec![s.to_owned()],
+        None => conn.smembers(state.hot_keys.services()).await?,
+    };
+    let mut pipe = redis::pipe();
+    for s in &services {
+        for h in hours {
+            pipe.hgetall(state.hot_keys.hour(h, s));
+        }
+    }
+    let maps: Vec<Vec<(String, Vec<u8>)>> = pipe.query_async(&mut conn).await?;
+    let mut rows = Vec::new();
+    let keys = services
+        .iter()
+        .flat_map(|s| hours.iter().map(move |h| (s, *h)));
+    for ((service, hour), fields) in keys.zip(maps) {
+        if fields.is_empty() {
+            rows.push((service.clone(), String::new(), hour, Bucket::default()));
+        }
+        for (field, bytes) in fields {
+            let bucket = Bucket::from_bytes(&bytes).map_err(anyhow::Error::msg)?;
+            rows.push((service.clone(), metric_of(&field).to_owned(), hour, bucket));
+        }
+    }
+    Ok(Some(rows))
+}
+
+async fn recent_from_postgres(
+    state: &ApiState,
+    service: Option<&str>,
+    hours: [i64; 2],
+) -> anyhow::Result<Rows> {
+    let rows = sqlx::query(&format!(
+        "SELECT s.service, s.metric, (extract(epoch FROM b.hour) * 1000)::bigint, {BUCKET_COLUMNS} \
+         FROM series s JOIN buckets b ON b.series_id = s.id \
+         WHERE b.hour >= to_timestamp($1 / 1000.0) AND ($2::text IS NULL OR s.service = $2)"
+    ))
+    .bind(hours[0])
+    .bind(service)
+    .fetch_all(&state.pool)
+    .await?;
+    let mut out: Rows = rows
+        .iter()
+        .map(|r| Ok((r.get(0), r.get(1), r.get(2), bucket_from_row(r, 3)?)))
+        .collect::<sqlx::Result<_>>()?;
+    let services: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT service FROM series WHERE ($1::text IS NULL OR service = $1)",
+    )
+    .bind(service)
+    .fetch_all(&state.pool)
+    .await?;
+    // Services without recent data still appear (as stale).
+    out.extend(
+        services
+            .into_iter()
+            .map(|s| (s, String::new(), hours[1], Bucket::default())),
+    );
+    Ok(out)
+}
+
+/// Health of every service (or one), with a per-metric breakdown when `detail`.
+pub async fn compute(
+    state: &ApiState,
+    service: Option<&str>,
+    detail: bool,
+) -> anyhow::Result<Vec<ServiceHealth>> {
+    let now = chrono::Utc::now().timestamp_millis();
+    let current = hour_start(now);
+    let hours = [current - HOUR_MS, current];
+    let (rows, source) = match recent_from_redis(state, service, hours).await {
+        Ok(Some(rows)) => (rows, "redis"),
+        Ok(None) => (
+            recent_from_postgres(state, service, hours).await?,
+            "postgres",
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "Redis unavailable; reading health from Postgres");
+            (
+                recent_from_postgres(state, service, hours).await?,
+                "postgres",
+            )
+        }
+    };
+    struct Acc {
+        all: Bucket,
+        latency: Bucket,
+        last: Option<i64>,
+        metrics: BTreeMap<String, Bucket>,
+    }
+    let mut per_service: BTreeMap<String, Acc> = BTreeMap::new();
+    for (svc, metric, hour, bucket) in rows {
+        let acc = per_service.entry(svc).or_insert_with(|| Acc {
+            all: Bucket::default(),
+            latency: Bucket::default(),
+            last: None,
+            metrics: BTreeMap::new(),
+        });
+        if !bucket.is_empty() {
+            acc.last = acc.last.max(Some(bucket.last_at_ms));
+        }
+        if hour != current || bucket.is_empty() {
+            continue;
+        }
+        acc.all.merge(&bucket);
+        if metric == state.latency_metric {
+            acc.latency.merge(&bucket);
+        }
+        acc.metrics.entry(metric).or_default().merge(&bucket);
+    }
+    let elapsed_s = ((now - current) as f64 / 1000.0).max(1.0);
+    Ok(per_service
+        .into_iter()
+        .map(|(service, acc)| {
+            let mut current_hour = Stats::new(&acc.all, elapsed_s);
+            let latency = Stats::new(&acc.latency, elapsed_s);
+            (current_hour.p50, current_hour.p95, current_hour.p99) =
+                (latency.p50, latency.p95, latency.p99);
+            ServiceHealth {
+                status: status(now, acc.last, &acc.all),
+                service,
+                last_sample_at: acc.last.map(rfc3339),
+                hour_start: rfc3339(current),
+                current_hour,
+                latency_metric: state.latency_metric.clone(),
+                metrics: detail.then(|| {
+                    acc.metrics
+                        .iter()
+                        .map(|(m, b)| (m.clone(), Stats::new(b, elapsed_s)))
+                        .collect()
+                }),
+                source,
+            }
+        })
+        .collect())
+}
+
+pub async fn list_services(
+    State(state): State<ApiState>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let services = compute(&state, None, false).await?;
+    Ok(Json(serde_json::json!({ "services": services })))
+}
+
+pub async fn one_service(
+    State(state): State<ApiState>,
+    Path(service): Path<String>,
+) -> Result<Json<ServiceHealth>, ApiError> {
+    compute(&state, Some(&service), true)
+        .await?
+        .into_iter()
+        .next()
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("no service named {service:?} has sent samples")))
+}
+
+/// `GET /v1/health`: the overall status is the worst service status; stale services
+/// are listed but do not make the whole system unhealthy.
+pub async fn overall(State(state): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let mut services = compute(&state, None, false).await?;
+    let overall = services
+        .iter()
+        .map(|s| s.status)
+        .filter(|s| *s != Status::Stale)
+        .max()
+        .unwrap_or(Status::Healthy);
+    services.sort_by(|a, b| {
+        b.status.cmp(&a.status).then(
+            b.current_hour
+                .error_rate
+                .partial_cmp(&a.current_hour.error_rate)
+                .unwrap_or(std::cmp::Ordering::Equal),
+        )
+    });
+    services.truncate(5);
+    Ok(Json(
+        serde_json::json!({ "status": overall, "worst_services": services }),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bucket(count: u64, errors: u64) -> Bucket {
+        let mut b = Bucket::default();
+        b.add(1.0, count - errors, false, 0);
+        if errors > 0 {
+            b.add(1.0, errors, true, 0);
+        }
+        b
+    }
+
+    #[test]
+    fn status_follows_error_rate_and_freshness() {
+        let now = 100 * 60_000;
+        assert_eq!(status(now, Some(now), &bucket(100, 0)), Status::Healthy);
+        assert_eq!(status(now, Some(now), &bucket(100, 5)), Status::Degraded);
+        assert_eq!(status(now, Some(now), &bucket(100, 50)), Status::Down);
+        assert_eq!(
+            status(now, Some(now - STALE_AFTER_MS - 1), &bucket(100, 0)),
+            Status::Stale
+        );
+        assert_eq!(status(now, None, &Bucket::default()), Status::Stale);
+        assert!(Status::Down > Status::Degraded && Status::Degraded > Status::Healthy);
+    }
+}

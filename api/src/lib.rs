@@ -1,0 +1,128 @@
+//! The API role: per-service health views, hourly series, and `/metrics` with
+//! per-service health gauges for Grafana. It only reads; it never writes buckets.
+
+pub mod health;
+pub mod series;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::get;
+use axum::{middleware, Router};
+use sqlx::PgPool;
+use tidemark_core::auth::{KeyStore, Role};
+use tidemark_core::hot::HotKeys;
+use tidemark_core::http::{self, Ops, RequireRole};
+use tidemark_core::Config;
+use tokio_util::sync::CancellationToken;
+
+/// How often the per-service gauges on `/metrics` are recomputed.
+const GAUGE_REFRESH: Duration = Duration::from_secs(15);
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub pool: PgPool,
+    pub redis: redis::aio::ConnectionManager,
+    pub hot_keys: HotKeys,
+    pub latency_metric: String,
+}
+
+/// The read routes, behind the `read` role.
+pub fn router(state: ApiState, keys: Arc<KeyStore>) -> Router {
+    Router::new()
+        .route("/v1/health", get(health::overall))
+        .route("/v1/health/services", get(health::list_services))
+        .route("/v1/health/services/{service}", get(health::one_service))
+        .route("/v1/series", get(series::get_series))
+        .with_state(state)
+        .route_layer(middleware::from_fn_with_state(
+            RequireRole {
+                keys,
+                role: Role::Read,
+            },
+            http::require_role,
+        ))
+}
+
+/// Connections the role needs, opened by the caller.
+pub struct ApiDeps {
+    pub pool: PgPool,
+    pub redis: redis::aio::ConnectionManager,
+    pub keys: Arc<KeyStore>,
+    pub ops: Ops,
+}
+
+pub struct Api {
+    listener: tokio::net::TcpListener,
+    router: Router,
+    state: ApiState,
+}
+
+impl Api {
+    pub async fn build(config: &Config, deps: ApiDeps) -> anyhow::Result<Self> {
+        let state = ApiState {
+            pool: deps.pool,
+            redis: deps.redis,
+            hot_keys: HotKeys::new(&config.topics.prefix),
+            latency_metric: config.latency_metric.clone(),
+        };
+        let router = http::with_common_layers(
+            router(state.clone(), deps.keys).merge(http::ops_router(deps.ops)),
+            Duration::from_secs(30),
+        );
+        let listener = http::bind(config.api_addr, "the API").await?;
+        Ok(Self {
+            listener,
+            router,
+            state,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        tracing::info!(addr = %self.local_addr(), "api listening");
+        let gauges = tokio::spawn(refresh_gauges(self.state, shutdown.clone()));
+        http::serve(self.listener, self.router, shutdown).await?;
+        gauges.await?;
+        Ok(())
+    }
+}
+
+/// Keeps `tidemark_service_*` gauges current so Prometheus can scrape service health.
+async fn refresh_gauges(state: ApiState, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(GAUGE_REFRESH);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match health::compute(&state, None, false).await {
+            Ok(services) => {
+                for s in services {
+                    let labels = [("service", s.service.clone())];
+                    metrics::gauge!("tidemark_service_health_status", &labels)
+                        .set(s.status.gauge());
+                    metrics::gauge!("tidemark_service_throughput_per_second", &labels)
+                        .set(s.current_hour.throughput_per_s);
+                    metrics::gauge!("tidemark_service_error_ratio", &labels)
+                        .set(s.current_hour.error_rate.unwrap_or(0.0));
+                    for (q, v) in [
+                        ("0.5", s.current_hour.p50),
+                        ("0.95", s.current_hour.p95),
+                        ("0.99", s.current_hour.p99),
+                    ] {
+                        if let Some(v) = v {
+                            metrics::gauge!("tidemark_service_latency", "service" => s.service.clone(), "quantile" => q).set(v);
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot refresh service gauges"),
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! PostgreSQL connection and migrations. Connecting explains a failure in one line that
+//! names the URL (without its password) and what to do.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgPool, Row};
+use tidemark_sketch::Sketch;
+
+use crate::bucket::Bucket;
+
+use crate::config::Secret;
+
+/// The URL with any password replaced, safe to print.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            let user = userinfo.split(':').next().unwrap_or_default();
+            let hidden = if userinfo.contains(':') { ":***" } else { "" };
+            format!("{}{user}{hidden}{}", &url[..scheme_end + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn unreachable(url: &Secret, err: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!(
+        "cannot connect to PostgreSQL at {} ({err}); start PostgreSQL or set TIDEMARK_DATABASE_URL",
+        redact_url(url.expose())
+    )
+}
+
+/// Opens a pool; with `create_database`, first creates the database when it is missing.
+pub async fn connect(
+    url: &Secret,
+    max_connections: u32,
+    create_database: bool,
+) -> anyhow::Result<PgPool> {
+    let options = PgConnectOptions::from_str(url.expose())
+        .map_err(|e| anyhow::anyhow!("TIDEMARK_DATABASE_URL is not a valid URL: {e}"))?
+        .log_statements(tracing::log::LevelFilter::Debug);
+    if create_database {
+        create_database_if_missing(url, &options).await?;
+    }
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(options)
+        .await
+        .map_err(|e| unreachable(url, e))
+}
+
+async fn create_database_if_missing(
+    url: &Secret,
+    options: &PgConnectOptions,
+) -> anyhow::Result<()> {
+    let Some(name) = options.get_database().map(str::to_owned) else {
+        return Ok(());
+    };
+    let mut admin = options
+        .clone()
+        .database("postgres")
+        .connect()
+        .await
+        .map_err(|e| unreachable(url, e))?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&name)
+            .fetch_one(&mut admin)
+            .await?;
+    if !exists {
+        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+        if let Err(e) = sqlx::query(&format!("CREATE DATABASE {quoted}"))
+            .execute(&mut admin)
+            .await
+        {
+            // Another process may have created it at the same moment.
+            let raced = e
+                .as_database_error()
+                .and_then(|d| d.code())
+                .is_some_and(|c| c == "42P04");
+            if !raced {
+                return Err(anyhow::anyhow!("cannot create database {name}: {e}"));
+            }
+        }
+        tracing::info!(database = %name, "created database");
+    }
+    admin.close().await?;
+    Ok(())
+}
+
+/// Applies the embedded migrations (idempotent; safe from several processes at once).
+pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    sqlx::migrate!("./migrations")
+        .run(pool)
+        .await
+        .map_err(|e| anyhow::anyhow!("applying migrations failed: {e}"))
+}
+
+/// The columns of a bucket row (table alias `b`), in the order [`bucket_from_row`] reads.
+pub const BUCKET_COLUMNS: &str =
+    "b.count, b.error_count, b.sum, b.min, b.max, (extract(epoch FROM b.last_at) * 1000)::bigint, b.sketch";
+
+/// Reads a bucket from [`BUCKET_COLUMNS`] selected from column `first` on.
+pub fn bucket_from_row(r: &sqlx::postgres::PgRow, first: usize) -> sqlx::Result<Bucket> {
+    let sketch: Vec<u8> = r.try_get(first + 6)?;
+    Ok(Bucket {
+        count: r.try_get::<i64, _>(first)? as u64,
+        error_count: r.try_get::<i64, _>(first + 1)? as u64,
+        sum: r.try_get(first + 2)?,
+        min: r.try_get(first + 3)?,
+        max: r.try_get(first + 4)?,
+        last_at_ms: r.try_get(first + 5)?,
+        sketch: Sketch::from_bytes(&sketch).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redaction_hides_passwords_only() {
+        assert_eq!(
+            redact_url("postgres://u:pw@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+        assert_eq!(
+            redact_url("redis://:secret@h:6379/0"),
+            "redis://:***@h:6379/0"
+        );
+    }
+}

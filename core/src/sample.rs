@@ -1,0 +1,348 @@
+//! The validated sample, the domain type every role works with, built only through
+//! [`Sample::parse`], which enforces SPEC §2 and names the offending field.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// One observation of `value`, seen `count` times, of a series `(service, metric, tags)`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub service: String,
+    pub metric: String,
+    pub value: f64,
+    pub count: u64,
+    pub error: bool,
+    /// Unix milliseconds.
+    pub timestamp_ms: i64,
+    /// Sorted by key, so a series has one canonical form.
+    pub tags: BTreeMap<String, String>,
+}
+
+/// A timestamp as a client sends it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TimestampInput<'a> {
+    UnixMillis(i64),
+    /// RFC 3339, or Unix milliseconds written as a string.
+    Text(&'a str),
+}
+
+/// Unvalidated fields of one sample, as decoded from a request.
+#[derive(Debug, Default)]
+pub struct SampleFields<'a> {
+    pub service: Option<&'a str>,
+    pub metric: Option<&'a str>,
+    pub value: Option<f64>,
+    pub count: Option<i64>,
+    pub error: Option<bool>,
+    pub timestamp: Option<TimestampInput<'a>>,
+    pub tags: Option<Vec<(&'a str, &'a str)>>,
+}
+
+/// Bounds on acceptable timestamps relative to the time of receipt.
+#[derive(Debug, Clone, Copy)]
+pub struct TimeBounds {
+    pub now_ms: i64,
+    pub max_age: Duration,
+    pub max_future: Duration,
+}
+
+/// Why a sample was refused: the field (e.g. `tags.region`) and a human reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+pub const MAX_NAME_LEN: usize = 128;
+pub const MAX_TAGS: usize = 16;
+pub const MAX_TAG_KEY_LEN: usize = 64;
+pub const MAX_TAG_VALUE_LEN: usize = 256;
+
+fn check_name(
+    field: &str,
+    value: Option<&str>,
+    allowed: fn(char) -> bool,
+    charset: &str,
+) -> Result<String, FieldError> {
+    let value = value.ok_or_else(|| FieldError::new(field, "is required"))?;
+    if value.is_empty() || value.len() > MAX_NAME_LEN {
+        return Err(FieldError::new(
+            field,
+            format!("must be 1-{MAX_NAME_LEN} characters"),
+        ));
+    }
+    if !value.chars().all(allowed) {
+        return Err(FieldError::new(
+            field,
+            format!("may contain only {charset}"),
+        ));
+    }
+    Ok(value.to_owned())
+}
+
+fn service_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
+}
+
+fn metric_char(c: char) -> bool {
+    service_char(c) || c == ':'
+}
+
+/// Parses an instant given as RFC 3339 text or integer Unix milliseconds in text form
+/// (sample timestamps, query ranges).
+pub fn parse_instant(text: &str) -> Result<i64, String> {
+    if let Ok(ms) = text.parse::<i64>() {
+        return Ok(ms);
+    }
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.timestamp_millis())
+        .map_err(|e| format!("is neither RFC 3339 nor Unix milliseconds: {e}"))
+}
+
+fn parse_timestamp(
+    input: Option<TimestampInput<'_>>,
+    bounds: TimeBounds,
+) -> Result<i64, FieldError> {
+    let ts = match input {
+        None => return Ok(bounds.now_ms),
+        Some(TimestampInput::UnixMillis(ms)) => ms,
+        Some(TimestampInput::Text(text)) => {
+            parse_instant(text).map_err(|e| FieldError::new("timestamp", e))?
+        }
+    };
+    let age = Duration::from_millis(bounds.now_ms.saturating_sub(ts).max(0) as u64);
+    let ahead = Duration::from_millis(ts.saturating_sub(bounds.now_ms).max(0) as u64);
+    if age > bounds.max_age {
+        return Err(FieldError::new(
+            "timestamp",
+            format!("is older than the accepted {}s", bounds.max_age.as_secs()),
+        ));
+    }
+    if ahead > bounds.max_future {
+        return Err(FieldError::new(
+            "timestamp",
+            format!(
+                "is more than {}s in the future",
+                bounds.max_future.as_secs()
+            ),
+        ));
+    }
+    Ok(ts)
+}
+
+fn parse_tags(tags: Option<Vec<(&str, &str)>>) -> Result<BTreeMap<String, String>, FieldError> {
+    let tags = tags.unwrap_or_default();
+    if tags.len() > MAX_TAGS {
+        return Err(FieldError::new("tags", format!("at most {MAX_TAGS} tags")));
+    }
+    let mut out = BTreeMap::new();
+    for (k, v) in tags {
+        if k.is_empty() || k.len() > MAX_TAG_KEY_LEN || !k.chars().all(service_char) {
+            return Err(FieldError::new(
+                format!("tags.{k}"),
+                format!("tag keys must be 1-{MAX_TAG_KEY_LEN} characters of [A-Za-z0-9._-]"),
+            ));
+        }
+        if v.chars().count() > MAX_TAG_VALUE_LEN {
+            return Err(FieldError::new(
+                format!("tags.{k}"),
+                format!("tag values must be at most {MAX_TAG_VALUE_LEN} characters"),
+            ));
+        }
+        out.insert(k.to_owned(), v.to_owned());
+    }
+    Ok(out)
+}
+
+impl Sample {
+    /// Validates raw fields into a sample; the error names the first bad field.
+    pub fn parse(fields: SampleFields<'_>, bounds: TimeBounds) -> Result<Self, FieldError> {
+        let service = check_name("service", fields.service, service_char, "[A-Za-z0-9._-]")?;
+        let metric = check_name("metric", fields.metric, metric_char, "[A-Za-z0-9._:-]")?;
+        let value = fields
+            .value
+            .ok_or_else(|| FieldError::new("value", "is required"))?;
+        if !value.is_finite() {
+            return Err(FieldError::new("value", "must be a finite number"));
+        }
+        let count = match fields.count {
+            None => 1,
+            Some(c) if c >= 1 => c as u64,
+            Some(_) => return Err(FieldError::new("count", "must be an integer >= 1")),
+        };
+        Ok(Self {
+            service,
+            metric,
+            value,
+            count,
+            error: fields.error.unwrap_or(false),
+            timestamp_ms: parse_timestamp(fields.timestamp, bounds)?,
+            tags: parse_tags(fields.tags)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_790_000_000_000;
+
+    fn bounds() -> TimeBounds {
+        TimeBounds {
+            now_ms: NOW,
+            max_age: Duration::from_secs(7 * 86_400),
+            max_future: Duration::from_secs(300),
+        }
+    }
+
+    fn ok_fields() -> SampleFields<'static> {
+        SampleFields {
+            service: Some("checkout"),
+            metric: Some("http.server.duration"),
+            value: Some(12.5),
+            ..Default::default()
+        }
+    }
+
+    fn field_of(fields: SampleFields<'_>) -> String {
+        Sample::parse(fields, bounds()).unwrap_err().field
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let s = Sample::parse(ok_fields(), bounds()).unwrap();
+        assert_eq!((s.count, s.error, s.timestamp_ms), (1, false, NOW));
+        assert!(s.tags.is_empty());
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        assert_eq!(
+            field_of(SampleFields {
+                service: None,
+                ..ok_fields()
+            }),
+            "service"
+        );
+        assert_eq!(
+            field_of(SampleFields {
+                service: Some(""),
+                ..ok_fields()
+            }),
+            "service"
+        );
+        assert_eq!(
+            field_of(SampleFields {
+                service: Some("a b"),
+                ..ok_fields()
+            }),
+            "service"
+        );
+        let long = "x".repeat(129);
+        assert_eq!(
+            field_of(SampleFields {
+                metric: Some(&long),
+                ..ok_fields()
+            }),
+            "metric"
+        );
+        assert_eq!(
+            field_of(SampleFields {
+                metric: Some("a/b"),
+                ..ok_fields()
+            }),
+            "metric"
+        );
+        assert_eq!(
+            field_of(SampleFields {
+                value: None,
+                ..ok_fields()
+            }),
+            "value"
+        );
+        assert_eq!(
+            field_of(SampleFields {
+                value: Some(f64::NAN),
+                ..ok_fields()
+            }),
+            "value"
+        );
+        assert_eq!(
+            field_of(SampleFields {
+                count: Some(0),
+                ..ok_fields()
+            }),
+            "count"
+        );
+        let old = TimestampInput::UnixMillis(NOW - 8 * 86_400_000);
+        assert_eq!(
+            field_of(SampleFields {
+                timestamp: Some(old),
+                ..ok_fields()
+            }),
+            "timestamp"
+        );
+        let ahead = TimestampInput::UnixMillis(NOW + 301_000);
+        assert_eq!(
+            field_of(SampleFields {
+                timestamp: Some(ahead),
+                ..ok_fields()
+            }),
+            "timestamp"
+        );
+        let garbage = TimestampInput::Text("yesterday");
+        assert_eq!(
+            field_of(SampleFields {
+                timestamp: Some(garbage),
+                ..ok_fields()
+            }),
+            "timestamp"
+        );
+        let many: Vec<(&str, &str)> = (0..17).map(|_| ("k", "v")).collect();
+        assert_eq!(
+            field_of(SampleFields {
+                tags: Some(many),
+                ..ok_fields()
+            }),
+            "tags"
+        );
+        assert_eq!(
+            field_of(SampleFields {
+                tags: Some(vec![("bad key", "v")]),
+                ..ok_fields()
+            }),
+            "tags.bad key"
+        );
+        let long_value = "v".repeat(257);
+        assert_eq!(
+            field_of(SampleFields {
+                tags: Some(vec![("k", &long_value)]),
+                ..ok_fields()
+            }),
+            "tags.k"
+        );
+    }
+
+    #[test]
+    fn rfc3339_and_millis_agree() {
+        let a = Sample::parse(
+            SampleFields {
+                timestamp: Some(TimestampInput::Text("2026-09-21T14:13:20Z")),
+                ..ok_fields()
+            },
+            bounds(),
+        )
+        .unwrap();
+        assert_eq!(a.timestamp_ms, NOW);
+    }
+}

@@ -1,0 +1,257 @@
+//! Per-partition batching: samples are routed by series to a partition, packed at most
+//! [`MAX_BATCH`] to a Kafka message (flushed when full or after the linger), and a
+//! submitter learns the broker's verdict for every batch that holds its samples.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::stream::{FuturesUnordered, StreamExt};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use tidemark_core::series::partition_of;
+use tidemark_core::Sample;
+use tidemark_schemas::{encode_sample_batch, SampleBatch, WireSample};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+/// Most samples in one Kafka message (SPEC §2).
+pub const MAX_BATCH: usize = 100;
+
+/// Parts waiting per partition before submitters are made to wait.
+const QUEUE_DEPTH: usize = 1024;
+
+/// The broker's verdict on one batch; the error text is shared by its waiters.
+type Outcome = Result<(), Arc<str>>;
+type Ack = watch::Receiver<Option<Outcome>>;
+
+struct Part {
+    samples: Vec<Sample>,
+    reply: oneshot::Sender<Vec<Ack>>,
+}
+
+/// Why samples were not acknowledged.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("the broker did not acknowledge in time")]
+    Timeout,
+    #[error("the broker refused the batch: {0}")]
+    Rejected(Arc<str>),
+    #[error("ingest is shutting down")]
+    Closed,
+}
+
+/// The submitting side; cheap to share between request handlers.
+pub struct Batcher {
+    queues: Vec<mpsc::Sender<Part>>,
+    ack_timeout: Duration,
+}
+
+/// The partition tasks; they end once every [`Batcher`] is dropped and their batches
+/// are delivered or failed.
+pub struct BatcherTasks(Vec<JoinHandle<()>>);
+
+impl BatcherTasks {
+    pub async fn join(self) {
+        for task in self.0 {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Settings of a batcher.
+pub struct BatcherConfig {
+    pub topic: String,
+    pub partitions: i32,
+    pub linger: Duration,
+    pub ack_timeout: Duration,
+}
+
+impl Batcher {
+    pub fn start(producer: FutureProducer, config: BatcherConfig) -> (Self, BatcherTasks) {
+        let mut queues = Vec::new();
+        let mut tasks = Vec::new();
+        for partition in 0..config.partitions {
+            let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+            queues.push(tx);
+            let worker = PartitionWorker {
+                producer: producer.clone(),
+                topic: config.topic.clone(),
+                partition,
+                linger: config.linger,
+                current: Vec::with_capacity(MAX_BATCH),
+                current_ack: watch::channel(None).0,
+                deadline: None,
+            };
+            tasks.push(tokio::spawn(worker.run(rx)));
+        }
+        let batcher = Self {
+            queues,
+            ack_timeout: config.ack_timeout,
+        };
+        (batcher, BatcherTasks(tasks))
+    }
+
+    pub fn partitions(&self) -> i32 {
+        self.queues.len() as i32
+    }
+
+    /// Hands `samples` to their partitions and waits until the broker acknowledged every
+    /// batch holding one of them (or the bounded wait ends).
+    pub async fn submit(&self, samples: Vec<Sample>) -> Result<usize, SubmitError> {
+        let n = samples.len();
+        let mut groups: Vec<Vec<Sample>> = (0..self.queues.len()).map(|_| Vec::new()).collect();
+        for s in samples {
+            groups[partition_of(s.series_id(), self.partitions()) as usize].push(s);
+        }
+        let wait = async {
+            let mut replies = Vec::new();
+            for (queue, samples) in self
+                .queues
+                .iter()
+                .zip(groups)
+                .filter(|(_, g)| !g.is_empty())
+            {
+                let (reply, rx) = oneshot::channel();
+                queue
+                    .send(Part { samples, reply })
+                    .await
+                    .map_err(|_| SubmitError::Closed)?;
+                replies.push(rx);
+            }
+            for reply in replies {
+                for mut ack in reply.await.map_err(|_| SubmitError::Closed)? {
+                    let outcome = ack
+                        .wait_for(Option::is_some)
+                        .await
+                        .map_err(|_| SubmitError::Closed)?;
+                    if let Some(Err(reason)) = outcome.as_ref() {
+                        return Err(SubmitError::Rejected(reason.clone()));
+                    }
+                }
+            }
+            Ok(n)
+        };
+        // The producer fails a batch after `ack_timeout` itself; the margin covers queueing.
+        tokio::time::timeout(self.ack_timeout + Duration::from_secs(1), wait)
+            .await
+            .map_err(|_| SubmitError::Timeout)?
+    }
+}
+
+struct PartitionWorker {
+    producer: FutureProducer,
+    topic: String,
+    partition: i32,
+    linger: Duration,
+    current: Vec<WireSample>,
+    current_ack: watch::Sender<Option<Outcome>>,
+    deadline: Option<Instant>,
+}
+
+impl PartitionWorker {
+    async fn run(mut self, mut rx: mpsc::Receiver<Part>) {
+        let mut inflight = FuturesUnordered::new();
+        loop {
+            let deadline = self.deadline;
+            tokio::select! {
+                Some(()) = inflight.next(), if !inflight.is_empty() => {}
+                part = rx.recv() => match part {
+                    Some(part) => self.place(part, &mut inflight),
+                    None => break,
+                },
+                () = sleep_until(deadline), if deadline.is_some() => self.flush(&mut inflight),
+            }
+        }
+        self.flush(&mut inflight);
+        while inflight.next().await.is_some() {}
+    }
+
+    fn place(&mut self, part: Part, inflight: &mut FuturesUnordered<Delivery>) {
+        let mut acks = Vec::new();
+        let mut in_current = false;
+        for sample in part.samples {
+            if self.current.is_empty() {
+                self.deadline = Some(Instant::now() + self.linger);
+            }
+            if !in_current {
+                acks.push(self.current_ack.subscribe());
+                in_current = true;
+            }
+            self.current.push(to_wire(sample));
+            if self.current.len() == MAX_BATCH {
+                self.flush(inflight);
+                in_current = false;
+            }
+        }
+        // The submitter may have given up (timeout); its samples still go out.
+        let _ = part.reply.send(acks);
+    }
+
+    fn flush(&mut self, inflight: &mut FuturesUnordered<Delivery>) {
+        self.deadline = None;
+        if self.current.is_empty() {
+            return;
+        }
+        let samples = std::mem::replace(&mut self.current, Vec::with_capacity(MAX_BATCH));
+        let ack = std::mem::replace(&mut self.current_ack, watch::channel(None).0);
+        let size = samples.len();
+        let batch = SampleBatch {
+            batch_id: uuid::Uuid::new_v4().to_string(),
+            produced_at: chrono::Utc::now().timestamp_millis(),
+            samples,
+        };
+        let payload = match encode_sample_batch(&batch) {
+            Ok(p) => p,
+            Err(e) => {
+                fail(&ack, format!("encoding failed: {e}"));
+                return;
+            }
+        };
+        let record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic)
+            .partition(self.partition)
+            .payload(&payload);
+        match self.producer.send_result(record) {
+            Ok(delivery) => inflight.push(Box::pin(async move {
+                match delivery.await {
+                    Ok(Ok(_)) => {
+                        metrics::counter!("tidemark_ingest_batches_produced_total").increment(1);
+                        metrics::counter!("tidemark_ingest_samples_produced_total")
+                            .increment(size as u64);
+                        metrics::histogram!("tidemark_ingest_batch_samples").record(size as f64);
+                        let _ = ack.send(Some(Ok(())));
+                    }
+                    Ok(Err((e, _))) => fail(&ack, e.to_string()),
+                    Err(_) => fail(&ack, "producer closed".into()),
+                }
+            })),
+            Err((e, _)) => fail(&ack, e.to_string()),
+        }
+    }
+}
+
+type Delivery = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+fn fail(ack: &watch::Sender<Option<Outcome>>, reason: String) {
+    tracing::warn!(%reason, "batch not acknowledged by the broker");
+    metrics::counter!("tidemark_ingest_produce_errors_total").increment(1);
+    let _ = ack.send(Some(Err(reason.into())));
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn to_wire(s: Sample) -> WireSample {
+    WireSample {
+        service: s.service,
+        metric: s.metric,
+        value: s.value,
+        count: s.count as i64,
+        error: s.error,
+        timestamp: s.timestamp_ms,
+        tags: s.tags,
+    }
+}

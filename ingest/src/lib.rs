@@ -1,0 +1,165 @@
+//! The ingest role: `POST /v1/samples` validates samples, batches them per partition
+//! and answers `202` only once the broker acknowledged every batch holding them.
+
+pub mod batcher;
+pub mod parse;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::post;
+use axum::{middleware, Json, Router};
+use rdkafka::producer::FutureProducer;
+use serde_json::json;
+use tidemark_core::auth::{KeyStore, Role};
+use tidemark_core::http::{self, ApiError, Ops, RequireRole};
+use tidemark_core::sample::TimeBounds;
+use tidemark_core::Config;
+use tokio_util::sync::CancellationToken;
+
+pub use batcher::{Batcher, BatcherConfig, BatcherTasks, MAX_BATCH};
+
+/// What the sample routes need.
+#[derive(Clone)]
+pub struct IngestState {
+    pub batcher: Arc<Batcher>,
+    pub max_body_bytes: usize,
+    pub max_decompressed_bytes: usize,
+    pub max_sample_age: Duration,
+    pub max_sample_future: Duration,
+    pub retry_after_secs: u64,
+}
+
+/// The data routes, behind the `ingest` role.
+pub fn router(state: IngestState, keys: Arc<KeyStore>) -> Router {
+    let body_limit = state.max_body_bytes;
+    Router::new()
+        .route("/v1/samples", post(push_samples))
+        .with_state(state)
+        .route_layer(middleware::from_fn_with_state(
+            RequireRole {
+                keys,
+                role: Role::Ingest,
+            },
+            http::require_role,
+        ))
+        // Bound what axum buffers; the handler maps the overflow to 413 itself.
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+}
+
+async fn push_samples(
+    State(state): State<IngestState>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge {
+                limit: state.max_body_bytes,
+            }
+        } else {
+            ApiError::bad_request("bad_body", e.body_text())
+        }
+    })?;
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok());
+    let json = parse::decode_body(encoding, &body, state.max_decompressed_bytes)?;
+    let bounds = TimeBounds {
+        now_ms: chrono::Utc::now().timestamp_millis(),
+        max_age: state.max_sample_age,
+        max_future: state.max_sample_future,
+    };
+    let samples = parse::parse_samples(&json, bounds)?;
+    let n = state
+        .batcher
+        .submit(samples)
+        .await
+        .map_err(|e| ApiError::Unavailable {
+            message: format!("samples not accepted: {e}; retry later"),
+            retry_after_secs: state.retry_after_secs,
+        })?;
+    metrics::counter!("tidemark_ingest_samples_accepted_total").increment(n as u64);
+    Ok((StatusCode::ACCEPTED, Json(json!({"accepted": n}))))
+}
+
+/// A bound, not yet serving ingest.
+pub struct Ingest {
+    listener: tokio::net::TcpListener,
+    router: Router,
+    tasks: BatcherTasks,
+    producer: FutureProducer,
+}
+
+/// Connections the role needs, opened by the caller (so `standalone` can share them).
+pub struct IngestDeps {
+    pub brokers: String,
+    pub keys: Arc<KeyStore>,
+    pub ops: Ops,
+}
+
+impl Ingest {
+    /// Creates the producer and batcher and binds `config.ingest_addr`.
+    pub async fn build(config: &Config, deps: IngestDeps) -> anyhow::Result<Self> {
+        let producer: FutureProducer =
+            tidemark_core::kafka::producer_config(&deps.brokers, config.ack_timeout).create()?;
+        let brokers = deps.brokers.clone();
+        let topic = config.topics.samples.clone();
+        let partitions = tokio::task::spawn_blocking(move || {
+            tidemark_core::kafka::partition_count(&brokers, &topic, Duration::from_secs(10))
+        })
+        .await??;
+        let (batcher, tasks) = Batcher::start(
+            producer.clone(),
+            BatcherConfig {
+                topic: config.topics.samples.clone(),
+                partitions,
+                linger: config.linger,
+                ack_timeout: config.ack_timeout,
+            },
+        );
+        let state = IngestState {
+            batcher: Arc::new(batcher),
+            max_body_bytes: config.max_body_bytes,
+            max_decompressed_bytes: config.max_decompressed_bytes,
+            max_sample_age: config.max_sample_age,
+            max_sample_future: config.max_sample_future,
+            retry_after_secs: 1,
+        };
+        let router = http::with_common_layers(
+            router(state, deps.keys).merge(http::ops_router(deps.ops)),
+            config.ack_timeout + Duration::from_secs(5),
+        );
+        let listener = http::bind(config.ingest_addr, "ingest").await?;
+        Ok(Self {
+            listener,
+            router,
+            tasks,
+            producer,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    /// Serves until `shutdown`; then finishes in-flight requests and delivers their batches.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        tracing::info!(addr = %self.local_addr(), "ingest listening");
+        http::serve(self.listener, self.router, shutdown).await?;
+        self.tasks.join().await;
+        let producer = self.producer;
+        tokio::task::spawn_blocking(move || {
+            rdkafka::producer::Producer::flush(&producer, Duration::from_secs(10))
+        })
+        .await??;
+        tracing::info!("ingest drained");
+        Ok(())
+    }
+}

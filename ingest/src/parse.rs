@@ -1,0 +1,312 @@
+//! Request bodies to validated samples: content decoding with a bound on the
+//! decompressed size, JSON decoding that reports the path of a badly typed field, and
+//! domain validation that names the index and field of the first bad samples.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::io::Read;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+use tidemark_core::http::ApiError;
+use tidemark_core::sample::{FieldError, SampleFields, TimeBounds, TimestampInput};
+use tidemark_core::Sample;
+
+/// How many bad samples a 400 lists before summarising the rest.
+const REPORTED_ERRORS: usize = 5;
+
+/// Decodes `body` per its `Content-Encoding`, refusing output past `limit` bytes.
+pub fn decode_body<'a>(
+    encoding: Option<&str>,
+    body: &'a [u8],
+    limit: usize,
+) -> Result<Cow<'a, [u8]>, ApiError> {
+    let reader: Box<dyn Read + '_> = match encoding.map(str::trim) {
+        None | Some("") | Some("identity") => {
+            return if body.len() > limit {
+                Err(ApiError::PayloadTooLarge { limit })
+            } else {
+                Ok(Cow::Borrowed(body))
+            };
+        }
+        Some("gzip") => Box::new(flate2::read::GzDecoder::new(body)),
+        Some("zstd") => Box::new(
+            zstd::stream::read::Decoder::new(body)
+                .map_err(|e| ApiError::bad_request("bad_encoding", format!("zstd body: {e}")))?,
+        ),
+        Some(other) => return Err(ApiError::UnsupportedEncoding(other.to_owned())),
+    };
+    let mut out = Vec::with_capacity(body.len() * 4);
+    let read = reader
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| {
+            ApiError::bad_request("bad_encoding", format!("cannot decompress body: {e}"))
+        })?;
+    if read > limit {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    Ok(Cow::Owned(out))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSample<'a> {
+    #[serde(borrow, default)]
+    service: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    metric: Option<Cow<'a, str>>,
+    #[serde(default)]
+    value: Option<f64>,
+    #[serde(default)]
+    count: Option<i64>,
+    #[serde(default)]
+    error: Option<bool>,
+    #[serde(borrow, default)]
+    timestamp: Option<RawTimestamp<'a>>,
+    #[serde(borrow, default)]
+    tags: Option<BTreeMap<Cow<'a, str>, Cow<'a, str>>>,
+}
+
+enum RawTimestamp<'a> {
+    Millis(i64),
+    Text(Cow<'a, str>),
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for RawTimestamp<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawTimestamp<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an RFC 3339 string or integer Unix milliseconds")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(RawTimestamp::Millis(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                i64::try_from(v)
+                    .map(RawTimestamp::Millis)
+                    .map_err(|_| E::custom("timestamp out of range"))
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(RawTimestamp::Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(RawTimestamp::Text(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Wrapped<'a> {
+    #[serde(borrow)]
+    samples: Vec<RawSample<'a>>,
+}
+
+impl RawSample<'_> {
+    fn validate(&self, bounds: TimeBounds) -> Result<Sample, FieldError> {
+        let timestamp = self.timestamp.as_ref().map(|t| match t {
+            RawTimestamp::Millis(ms) => TimestampInput::UnixMillis(*ms),
+            RawTimestamp::Text(text) => TimestampInput::Text(text),
+        });
+        let tags = self
+            .tags
+            .as_ref()
+            .map(|t| t.iter().map(|(k, v)| (k.as_ref(), v.as_ref())).collect());
+        Sample::parse(
+            SampleFields {
+                service: self.service.as_deref(),
+                metric: self.metric.as_deref(),
+                value: self.value,
+                count: self.count,
+                error: self.error,
+                timestamp,
+                tags,
+            },
+            bounds,
+        )
+    }
+}
+
+fn json_error(err: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    let path = err.path().to_string();
+    let path = match path.as_str() {
+        "." => "body".to_owned(),
+        p if p.starts_with('[') => format!("samples{p}"),
+        p => p.to_owned(),
+    };
+    ApiError::bad_request("invalid_json", format!("{path}: {}", err.into_inner()))
+}
+
+/// Parses a JSON array of samples or `{"samples": [...]}`; all-or-nothing.
+pub fn parse_samples(body: &[u8], bounds: TimeBounds) -> Result<Vec<Sample>, ApiError> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    let raw: Vec<RawSample<'_>> = match first {
+        Some(b'[') => {
+            serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(body))
+                .map_err(json_error)?
+        }
+        Some(b'{') => {
+            serde_path_to_error::deserialize::<_, Wrapped<'_>>(
+                &mut serde_json::Deserializer::from_slice(body),
+            )
+            .map_err(json_error)?
+            .samples
+        }
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_json",
+                "body: expected a JSON array of samples or {\"samples\": [...]}",
+            ))
+        }
+    };
+    if raw.is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_sample",
+            "samples: at least one sample is required",
+        ));
+    }
+    let mut samples = Vec::with_capacity(raw.len());
+    let mut errors = Vec::new();
+    let mut bad = 0usize;
+    for (i, r) in raw.iter().enumerate() {
+        match r.validate(bounds) {
+            Ok(s) => samples.push(s),
+            Err(e) => {
+                bad += 1;
+                if errors.len() < REPORTED_ERRORS {
+                    errors.push(format!("samples[{i}].{}: {}", e.field, e.message));
+                }
+            }
+        }
+    }
+    if bad == 0 {
+        return Ok(samples);
+    }
+    let mut message = errors.join("; ");
+    if bad > errors.len() {
+        message.push_str(&format!(" (and {} more bad samples)", bad - errors.len()));
+    }
+    Err(ApiError::bad_request("invalid_sample", message))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::time::Duration;
+
+    const NOW: i64 = 1_790_000_000_000;
+
+    fn bounds() -> TimeBounds {
+        TimeBounds {
+            now_ms: NOW,
+            max_age: Duration::from_secs(7 * 86_400),
+            max_future: Duration::from_secs(300),
+        }
+    }
+
+    fn message(body: &str) -> String {
+        match parse_samples(body.as_bytes(), bounds()) {
+            Err(ApiError::BadRequest { message, .. }) => message,
+            other => panic!("expected a 400, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn both_shapes_parse() {
+        let a = parse_samples(
+            br#"[{"service":"s","metric":"m","value":1.5,"tags":{"b":"2","a":"1"}}]"#,
+            bounds(),
+        )
+        .unwrap();
+        let b = parse_samples(
+            br#"{"samples":[{"service":"s","metric":"m","value":1.5,"tags":{"a":"1","b":"2"}}]}"#,
+            bounds(),
+        )
+        .unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a[0].timestamp_ms, NOW);
+    }
+
+    #[test]
+    fn timestamps_in_both_forms() {
+        let s = parse_samples(
+            br#"[{"service":"s","metric":"m","value":1,"timestamp":1790000000000},{"service":"s","metric":"m","value":1,"timestamp":"2026-09-21T14:13:20Z"}]"#,
+            bounds(),
+        )
+        .unwrap();
+        assert_eq!(s[0].timestamp_ms, s[1].timestamp_ms);
+    }
+
+    #[test]
+    fn type_errors_name_index_and_field() {
+        assert!(message(
+            r#"[{"service":"s","metric":"m","value":1},{"service":"s","metric":"m","value":"x"}]"#
+        )
+        .starts_with("samples[1].value:"));
+        assert!(
+            message(r#"{"samples":[{"service":"s","metric":"m","value":1,"count":1.5}]}"#)
+                .starts_with("samples[0].count:")
+        );
+        assert!(
+            message(r#"[{"service":"s","metric":"m","value":1,"timestamp":true}]"#)
+                .starts_with("samples[0].timestamp:")
+        );
+        assert!(
+            message(r#"[{"service":"s","metric":"m","value":1,"tags":{"a":1}}]"#)
+                .starts_with("samples[0].tags")
+        );
+        assert!(message(r#"[{"service":"s","metric":"m","valeu":1}]"#)
+            .contains("unknown field `valeu`"));
+        assert!(message("nonsense").starts_with("body:"));
+    }
+
+    #[test]
+    fn domain_errors_list_first_bad_samples() {
+        let m = message(
+            r#"[{"service":"s","metric":"m","value":1},{"metric":"m","value":1},{"service":"s","metric":"m"}]"#,
+        );
+        assert_eq!(
+            m,
+            "samples[1].service: is required; samples[2].value: is required"
+        );
+        let many: Vec<String> = (0..8)
+            .map(|_| r#"{"service":"s","metric":"m"}"#.to_owned())
+            .collect();
+        assert!(message(&format!("[{}]", many.join(","))).ends_with("(and 3 more bad samples)"));
+        assert!(message("[]").contains("at least one"));
+    }
+
+    #[test]
+    fn compressed_bodies_decode_within_limit() {
+        let json = br#"[{"service":"s","metric":"m","value":1}]"#;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(json).unwrap();
+        let gz = gz.finish().unwrap();
+        assert_eq!(decode_body(Some("gzip"), &gz, 1024).unwrap().as_ref(), json);
+        let zs = zstd::encode_all(&json[..], 1).unwrap();
+        assert_eq!(decode_body(Some("zstd"), &zs, 1024).unwrap().as_ref(), json);
+        assert!(matches!(
+            decode_body(Some("gzip"), &gz, 10),
+            Err(ApiError::PayloadTooLarge { .. })
+        ));
+        let bomb = zstd::encode_all(&vec![b' '; 1 << 20][..], 3).unwrap();
+        assert!(matches!(
+            decode_body(Some("zstd"), &bomb, 4096),
+            Err(ApiError::PayloadTooLarge { .. })
+        ));
+        assert!(matches!(
+            decode_body(Some("br"), json, 1024),
+            Err(ApiError::UnsupportedEncoding(_))
+        ));
+        assert!(matches!(
+            decode_body(Some("gzip"), b"not gzip", 1024),
+            Err(ApiError::BadRequest { .. })
+        ));
+    }
+}

@@ -1,0 +1,342 @@
+//! Avro schemas of Tidemark's Kafka topics, their Rust wire types, and the
+//! Avro single-object encoding used for Kafka message values.
+//!
+//! A single-object message is the two marker bytes `0xC3 0x01`, the 8-byte
+//! little-endian CRC-64-AVRO (Rabin) fingerprint of the writer schema's
+//! Parsing Canonical Form, then the Avro binary encoding of the datum. The
+//! fingerprint lets a reader pick the writer schema among the ones it knows
+//! and resolve the datum to its own (reader) schema, so producers and
+//! consumers can be upgraded independently as long as the schemas stay
+//! compatible.
+//!
+//! This is the only crate of the workspace that depends on `apache-avro`.
+
+mod fingerprint;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::LazyLock;
+
+use apache_avro::schema::{Names, ResolvedSchema};
+use apache_avro::schema_compatibility::SchemaCompatibility;
+use apache_avro::writer::datum::GenericDatumWriter;
+use apache_avro::{GenericSingleObjectReader, Schema};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// Avro schema (`.avsc` text) of the values of the samples topic: one
+/// `io.tidemark.SampleBatch` record per message.
+pub const SAMPLES_SCHEMA: &str = include_str!("../tidemark.samples.avsc");
+
+/// The two marker bytes that start every single-object message.
+const MAGIC: [u8; 2] = [0xC3, 0x01];
+
+/// Length of a single-object header: marker bytes plus 8-byte fingerprint.
+const HEADER_LEN: usize = 10;
+
+/// A batch of samples, as carried by one message of the samples topic
+/// (Avro record `io.tidemark.SampleBatch`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SampleBatch {
+    /// UUID of the batch (hyphenated text form), assigned by ingest.
+    pub batch_id: String,
+    /// When the message was produced, in milliseconds since the Unix epoch.
+    pub produced_at: i64,
+    /// The samples, in the order they were received.
+    pub samples: Vec<WireSample>,
+}
+
+/// One sample on the wire (Avro record `io.tidemark.Sample`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+// apache-avro's deserializer checks the struct name against the record name.
+#[serde(rename = "Sample")]
+pub struct WireSample {
+    /// Service that emitted the sample.
+    pub service: String,
+    /// Name of the metric.
+    pub metric: String,
+    /// Observed value (the sum of the observations for a pre-aggregated sample).
+    pub value: f64,
+    /// Number of observations the sample stands for.
+    pub count: i64,
+    /// Whether the observed operation failed.
+    pub error: bool,
+    /// When the observation was made, in milliseconds since the Unix epoch.
+    pub timestamp: i64,
+    /// Free-form string labels.
+    pub tags: BTreeMap<String, String>,
+}
+
+/// Errors of schema parsing, encoding and decoding.
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    /// The bytes do not start with a single-object header (too short, or wrong
+    /// marker bytes).
+    #[error("not an avro single-object message: {0}")]
+    NotSingleObject(&'static str),
+    /// The message was written with a schema whose fingerprint the decoder
+    /// does not know.
+    #[error("unknown writer schema fingerprint {0:016x}")]
+    UnknownFingerprint(u64),
+    /// The datum does not decode with the writer schema, or does not resolve
+    /// to the reader schema or to the requested Rust type.
+    #[error("cannot decode avro datum: {0}")]
+    Decode(String),
+    /// The value does not match the writer schema.
+    #[error("cannot encode avro datum: {0}")]
+    Encode(String),
+    /// The schema text is not a valid Avro schema.
+    #[error("invalid avro schema: {0}")]
+    InvalidSchema(String),
+    /// Data written with the writer schema cannot be read with the reader schema.
+    #[error("writer schema is not compatible with the reader schema: {0}")]
+    IncompatibleSchema(String),
+}
+
+/// Returns the fingerprint that single-object messages written with
+/// `schema` (`.avsc` text) carry: the CRC-64-AVRO (Rabin) fingerprint of the
+/// schema's Parsing Canonical Form.
+pub fn schema_fingerprint(schema: &str) -> Result<u64, SchemaError> {
+    Ok(fingerprint_of(&parse_schema(schema)?))
+}
+
+/// Returns the Parsing Canonical Form of `schema` (`.avsc` text), the text
+/// whose fingerprint identifies the schema in message headers.
+pub fn parsing_canonical_form(schema: &str) -> Result<String, SchemaError> {
+    Ok(fingerprint::parsing_canonical_form(&parse_schema(schema)?))
+}
+
+fn parse_schema(schema: &str) -> Result<Schema, SchemaError> {
+    Schema::parse_str(schema).map_err(|e| SchemaError::InvalidSchema(e.to_string()))
+}
+
+fn fingerprint_of(schema: &Schema) -> u64 {
+    fingerprint::rabin_fingerprint(fingerprint::parsing_canonical_form(schema).as_bytes())
+}
+
+fn header(fingerprint: u64) -> [u8; HEADER_LEN] {
+    let mut header = [0; HEADER_LEN];
+    header[..2].copy_from_slice(&MAGIC);
+    header[2..].copy_from_slice(&fingerprint.to_le_bytes());
+    header
+}
+
+/// A reader that knows a set of writer schemas by fingerprint and resolves
+/// them to one reader schema.
+pub struct Decoder {
+    reader: Schema,
+    /// The named types of the reader schema, to resolve references in it.
+    reader_names: Names,
+    reader_fingerprint: u64,
+    /// Readers of the known writer schemas (including the reader schema
+    /// itself), by fingerprint.
+    writers: HashMap<u64, GenericSingleObjectReader>,
+}
+
+impl Decoder {
+    /// Creates a decoder resolving to `reader_schema` (`.avsc` text). Messages
+    /// written with the reader schema itself are known from the start.
+    pub fn new(reader_schema: &str) -> Result<Self, SchemaError> {
+        let schema = parse_schema(reader_schema)?;
+        let reader_fingerprint = fingerprint_of(&schema);
+        let mut writers = HashMap::new();
+        writers.insert(
+            reader_fingerprint,
+            single_object_reader(schema.clone(), reader_fingerprint)?,
+        );
+        let reader_names = ResolvedSchema::new(&schema)
+            .map_err(|e| SchemaError::InvalidSchema(e.to_string()))?
+            .get_names()
+            .iter()
+            .map(|(name, schema)| (name.clone(), (*schema).clone()))
+            .collect();
+        Ok(Self {
+            reader: schema,
+            reader_names,
+            reader_fingerprint,
+            writers,
+        })
+    }
+
+    /// Registers another known writer schema (e.g. a newer compatible
+    /// version of the reader schema). Fails if data written with it cannot be
+    /// resolved to the reader schema. A schema whose fingerprint is already
+    /// known is encoded identically, so registering it changes nothing.
+    pub fn with_writer_schema(mut self, writer_schema: &str) -> Result<Self, SchemaError> {
+        let schema = parse_schema(writer_schema)?;
+        let fingerprint = fingerprint_of(&schema);
+        if self.writers.contains_key(&fingerprint) {
+            return Ok(self);
+        }
+        SchemaCompatibility::can_read(&schema, &self.reader)
+            .map_err(|e| SchemaError::IncompatibleSchema(e.to_string()))?;
+        self.writers
+            .insert(fingerprint, single_object_reader(schema, fingerprint)?);
+        Ok(self)
+    }
+
+    /// Decodes a single-object message into `T`, resolving the datum from
+    /// its writer schema to the reader schema. The whole of `bytes` must be
+    /// one message. Never panics, whatever the bytes.
+    pub fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, SchemaError> {
+        let fingerprint = read_header(bytes)?;
+        let writer = self
+            .writers
+            .get(&fingerprint)
+            .ok_or(SchemaError::UnknownFingerprint(fingerprint))?;
+        // The single-object reader checks the header again and consumes the
+        // message from `rest`.
+        let mut rest = bytes;
+        let decoded = if fingerprint == self.reader_fingerprint {
+            // Same schema: deserialize straight from the bytes.
+            writer.read_deser(&mut rest)
+        } else {
+            writer
+                .read_value(&mut rest)
+                .and_then(|value| value.resolve_with_names(&self.reader, &self.reader_names))
+                .and_then(|value| apache_avro::from_value(&value))
+        };
+        let value = decoded.map_err(|e| SchemaError::Decode(e.to_string()))?;
+        if !rest.is_empty() {
+            return Err(SchemaError::Decode(format!(
+                "{} trailing bytes after the datum",
+                rest.len()
+            )));
+        }
+        Ok(value)
+    }
+}
+
+/// Returns a reader of single-object messages written with `schema`.
+fn single_object_reader(
+    schema: Schema,
+    fingerprint: u64,
+) -> Result<GenericSingleObjectReader, SchemaError> {
+    GenericSingleObjectReader::builder()
+        .schema(schema)
+        .header(header(fingerprint).to_vec())
+        .build()
+        .map_err(|e| SchemaError::InvalidSchema(e.to_string()))
+}
+
+/// Checks the single-object header of `bytes` and returns its fingerprint.
+fn read_header(bytes: &[u8]) -> Result<u64, SchemaError> {
+    let Some((header, _)) = bytes.split_first_chunk::<HEADER_LEN>() else {
+        return Err(SchemaError::NotSingleObject(
+            "shorter than the 10-byte header",
+        ));
+    };
+    if header[..2] != MAGIC {
+        return Err(SchemaError::NotSingleObject("bad marker bytes"));
+    }
+    let mut fingerprint = [0; 8];
+    fingerprint.copy_from_slice(&header[2..]);
+    Ok(u64::from_le_bytes(fingerprint))
+}
+
+/// The samples schema, parsed once (checked by tests to be valid).
+static SAMPLES: LazyLock<Schema> =
+    LazyLock::new(|| parse_schema(SAMPLES_SCHEMA).expect("embedded samples schema is valid"));
+
+/// Writer of samples topic messages.
+struct SamplesEncoder {
+    header: [u8; HEADER_LEN],
+    /// Serializes a [`SampleBatch`] straight into the output buffer against
+    /// the schema, without building an intermediate `apache_avro::types::Value`.
+    writer: GenericDatumWriter<'static>,
+}
+
+static SAMPLES_ENCODER: LazyLock<SamplesEncoder> = LazyLock::new(|| SamplesEncoder {
+    header: header(fingerprint_of(&SAMPLES)),
+    writer: GenericDatumWriter::builder(&SAMPLES)
+        .build()
+        .expect("embedded samples schema is valid"),
+});
+
+/// Decoder of the samples topic (the embedded schema is checked by tests).
+static SAMPLES_DECODER: LazyLock<Decoder> =
+    LazyLock::new(|| Decoder::new(SAMPLES_SCHEMA).expect("embedded samples schema is valid"));
+
+/// Encodes `batch` as a single-object message of [`SAMPLES_SCHEMA`].
+pub fn encode_sample_batch(batch: &SampleBatch) -> Result<Vec<u8>, SchemaError> {
+    let encoder = &*SAMPLES_ENCODER;
+    let mut out = Vec::with_capacity(encoded_len_estimate(batch));
+    out.extend_from_slice(&encoder.header);
+    encoder
+        .writer
+        .write_ser(&mut out, batch)
+        .map_err(|e| SchemaError::Encode(e.to_string()))?;
+    Ok(out)
+}
+
+/// Decodes a single-object message written with [`SAMPLES_SCHEMA`].
+pub fn decode_sample_batch(bytes: &[u8]) -> Result<SampleBatch, SchemaError> {
+    SAMPLES_DECODER.decode(bytes)
+}
+
+/// An upper estimate of the encoded length of `batch`, so that encoding
+/// allocates once.
+fn encoded_len_estimate(batch: &SampleBatch) -> usize {
+    // A long, or the length of a string or of an array/map block, takes at
+    // most 10 bytes as a zig-zag varint.
+    const VARINT: usize = 10;
+    let string = |s: &String| VARINT + s.len();
+    // A non-empty array or map is one block (count, items) and an end marker.
+    let block = 2 * VARINT;
+    let sample = |s: &WireSample| {
+        string(&s.service)
+            + string(&s.metric)
+            + 8 // value
+            + VARINT // count
+            + 1 // error
+            + VARINT // timestamp
+            + block
+            + s.tags.iter().map(|(k, v)| string(k) + string(v)).sum::<usize>()
+    };
+    HEADER_LEN
+        + string(&batch.batch_id)
+        + VARINT
+        + block
+        + batch.samples.iter().map(sample).sum::<usize>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_rejects_short_and_bad_magic() {
+        assert!(matches!(
+            read_header(&[0xC3, 0x01, 0, 0]),
+            Err(SchemaError::NotSingleObject(_))
+        ));
+        assert!(matches!(
+            read_header(&[0xC3, 0x02, 0, 0, 0, 0, 0, 0, 0, 0]),
+            Err(SchemaError::NotSingleObject(_))
+        ));
+        let h = header(0x0102_0304_0506_0708);
+        assert_eq!(h, [0xC3, 0x01, 8, 7, 6, 5, 4, 3, 2, 1]);
+        assert_eq!(read_header(&h).unwrap(), 0x0102_0304_0506_0708);
+    }
+
+    #[test]
+    fn estimate_is_an_upper_bound() {
+        let batch = SampleBatch {
+            batch_id: "b".repeat(36),
+            produced_at: i64::MIN,
+            samples: (0..100)
+                .map(|i| WireSample {
+                    service: "svc".into(),
+                    metric: format!("metric-{i}"),
+                    value: f64::MAX,
+                    count: i64::MAX,
+                    error: true,
+                    timestamp: i64::MIN,
+                    tags: [("k".to_string(), "v".repeat(i))].into(),
+                })
+                .collect(),
+        };
+        let encoded = encode_sample_batch(&batch).unwrap();
+        assert!(encoded.len() <= encoded_len_estimate(&batch));
+        assert!(encoded.capacity() == encoded_len_estimate(&batch));
+    }
+}

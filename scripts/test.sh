@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Runs Tidemark's whole test suite on this machine: checks that PostgreSQL and Redis are
+# up, installs the tansu broker when missing, starts it on loopback for the black-box
+# tests, runs every test, and stops the broker again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TANSU_PORT="${TANSU_PORT:-19092}"
+export TIDEMARK_TEST_BROKERS="127.0.0.1:${TANSU_PORT}"
+export TIDEMARK_TEST_DATABASE_URL="${TIDEMARK_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+export TIDEMARK_TEST_REDIS_URL="${TIDEMARK_TEST_REDIS_URL:-redis://127.0.0.1:6379}"
+
+fail() { echo "test.sh: $*" >&2; exit 1; }
+
+pg_isready -h 127.0.0.1 -p 5432 -q || fail "PostgreSQL is not answering on 127.0.0.1:5432; start it first"
+[ "$(redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null)" = "PONG" ] || fail "Redis is not answering on 127.0.0.1:6379; start it first"
+
+if ! command -v tansu >/dev/null; then
+  echo "test.sh: installing the tansu broker (one time, ~20 minutes on 2 cores)"
+  cargo install tansu --version 0.6.0 --locked --features dynostore,libsql
+fi
+
+if (echo > "/dev/tcp/127.0.0.1/${TANSU_PORT}") 2>/dev/null; then
+  fail "port ${TANSU_PORT} is taken; stop what listens there or set TANSU_PORT"
+fi
+log="$(mktemp -t tansu.XXXXXX.log)"
+tansu broker --listener-url "tcp://127.0.0.1:${TANSU_PORT}" \
+  --advertised-listener-url "tcp://127.0.0.1:${TANSU_PORT}" \
+  --storage-engine memory://tansu/ >"$log" 2>&1 &
+tansu_pid=$!
+trap 'kill "$tansu_pid" 2>/dev/null || true; wait "$tansu_pid" 2>/dev/null || true' EXIT
+for _ in $(seq 1 50); do
+  (echo > "/dev/tcp/127.0.0.1/${TANSU_PORT}") 2>/dev/null && break
+  kill -0 "$tansu_pid" 2>/dev/null || { cat "$log"; fail "tansu exited at start"; }
+  sleep 0.2
+done
+echo "test.sh: tansu broker on ${TIDEMARK_TEST_BROKERS} (log: $log)"
+
+if command -v cargo-nextest >/dev/null; then
+  cargo nextest run --workspace --no-fail-fast "$@"
+else
+  cargo test --workspace --no-fail-fast "$@"
+fi

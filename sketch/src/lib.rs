@@ -1,0 +1,154 @@
+//! Mergeable quantile sketch (DDSketch) with a 1% relative-accuracy guarantee.
+//!
+//! Every finite value lands in a logarithmic bin `ceil(ln|v| / ln(gamma))`
+//! with gamma = (1 + α) / (1 − α); reporting a bin by its representative value
+//! is then off by at most α relative to any value in it. Counts are integers,
+//! so merging is exact: the merge of sketches of the parts equals the sketch
+//! of the whole. Magnitudes at or below [`MIN_INDEXABLE`] share a zero bin,
+//! and memory per sign is bounded (see [`MAX_BINS`]).
+
+mod encoding;
+mod store;
+
+pub use encoding::DecodeError;
+pub use store::MAX_BINS;
+
+use store::Store;
+
+/// Relative accuracy α: every reported quantile is within this relative error
+/// of the exact value of that rank.
+pub const RELATIVE_ACCURACY: f64 = 0.01;
+
+/// Largest magnitude counted in the zero bin (reported as exactly `0.0`).
+pub const MIN_INDEXABLE: f64 = 1e-9;
+
+/// Ratio between consecutive bin boundaries.
+const GAMMA: f64 = (1.0 + RELATIVE_ACCURACY) / (1.0 - RELATIVE_ACCURACY);
+
+/// A mergeable quantile sketch over finite `f64` values with integer weights.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Sketch {
+    positive: Store,
+    /// Negative values, binned by magnitude.
+    negative: Store,
+    zero: u64,
+    count: u64,
+}
+
+impl Sketch {
+    /// Creates an empty sketch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `value` observed `count` times.
+    ///
+    /// `value` should be finite; NaN and infinities are ignored, as is
+    /// `count == 0`. Counts saturate at `u64::MAX`.
+    pub fn add(&mut self, value: f64, count: u64) {
+        if !value.is_finite() || count == 0 {
+            return;
+        }
+        if value > MIN_INDEXABLE {
+            self.positive.add(bin_index(value), count);
+        } else if value < -MIN_INDEXABLE {
+            self.negative.add(bin_index(-value), count);
+        } else {
+            self.zero = self.zero.saturating_add(count);
+        }
+        self.count = self.count.saturating_add(count);
+    }
+
+    /// Adds all observations of `other` into `self`.
+    pub fn merge(&mut self, other: &Sketch) {
+        self.positive.merge(&other.positive);
+        self.negative.merge(&other.negative);
+        self.zero = self.zero.saturating_add(other.zero);
+        self.count = self.count.saturating_add(other.count);
+    }
+
+    /// Total weight of all added observations.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Whether nothing has been added.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Estimates the `q`-quantile: the element at sorted index
+    /// `floor(q * (count - 1))` of the weighted multiset, within
+    /// [`RELATIVE_ACCURACY`] relative error.
+    ///
+    /// `q` is clamped to `[0, 1]`. Returns `None` when the sketch is empty or
+    /// `q` is NaN.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        if self.is_empty() || q.is_nan() {
+            return None;
+        }
+        let last = self.count - 1;
+        let rank = ((q.clamp(0.0, 1.0) * last as f64).floor() as u64).min(last);
+        let negative = self
+            .negative
+            .bins()
+            .rev()
+            .map(|(index, count)| (-representative(index), count));
+        let zero = std::iter::once((0.0, self.zero));
+        let positive = self
+            .positive
+            .bins()
+            .map(|(index, count)| (representative(index), count));
+        let mut seen = 0u64;
+        negative
+            .chain(zero)
+            .chain(positive)
+            .find(|&(_, count)| {
+                seen = seen.saturating_add(count);
+                seen > rank
+            })
+            .map(|(value, _)| value)
+    }
+
+    /// Encodes the sketch compactly; see [`Sketch::from_bytes`].
+    pub fn to_bytes(&self) -> Vec<u8> {
+        encoding::encode(self)
+    }
+
+    /// Decodes bytes produced by [`Sketch::to_bytes`].
+    ///
+    /// Never panics: malformed, truncated or non-canonical input is rejected
+    /// with a [`DecodeError`], so a successful decode re-encodes to the very
+    /// same bytes.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Sketch, DecodeError> {
+        encoding::decode(bytes)
+    }
+
+    fn from_parts(positive: Store, negative: Store, zero: u64) -> Self {
+        let count = positive
+            .total()
+            .saturating_add(negative.total())
+            .saturating_add(zero);
+        Self {
+            positive,
+            negative,
+            zero,
+            count,
+        }
+    }
+}
+
+/// Bin holding the positive magnitude `value` (> [`MIN_INDEXABLE`]): values in
+/// `(gamma^(i-1), gamma^i]` map to `i`.
+fn bin_index(value: f64) -> i32 {
+    (value.ln() / GAMMA.ln()).ceil() as i32
+}
+
+/// Value reported for bin `index`, equidistant in relative terms from both
+/// bin boundaries; clamped so that the top bin stays finite.
+fn representative(index: i32) -> f64 {
+    (2.0 * (f64::from(index) * GAMMA.ln()).exp() / (GAMMA + 1.0)).min(f64::MAX)
+}
+
+#[cfg(test)]
+mod tests;

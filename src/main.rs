@@ -1,0 +1,129 @@
+//! The `tidemark` binary: parses flags, loads configuration, starts telemetry and runs
+//! one role (or all of them) until SIGINT/SIGTERM.
+
+mod roles;
+mod standalone;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tidemark_core::auth::{self, Role as KeyRole};
+use tidemark_core::{db, telemetry, Config};
+use tokio_util::sync::CancellationToken;
+
+use crate::roles::{Role, Shared};
+
+#[derive(Parser)]
+#[command(name = "tidemark", version, about = "Self-hosted metrics pipeline")]
+struct Cli {
+    /// Optional configuration file; `TIDEMARK_*` environment variables override it.
+    #[arg(long, global = true, default_value = "tidemark.toml")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// HTTP ingest → Kafka.
+    Ingest,
+    /// Kafka → hourly buckets in Postgres and Redis.
+    Aggregator,
+    /// Breaches → alerts → notifications (ops endpoints only so far).
+    Alerter,
+    /// Read API, `/metrics` and health views.
+    Api,
+    /// All roles in one process; embeds a broker when TIDEMARK_KAFKA_BROKERS is unset.
+    Standalone,
+    /// Applies the Postgres migrations.
+    Migrate,
+    /// Manages API keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Creates a key and prints its token once.
+    Create {
+        /// ingest, read or admin
+        #[arg(long)]
+        role: KeyRole,
+        /// A label for people, e.g. the team or service using it.
+        #[arg(long)]
+        name: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(Some(&cli.config)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init_tracing(&config.log);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(run(cli.command, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, config: Config) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let role = match command {
+        Command::Standalone => return standalone::run(config, shutdown).await,
+        Command::Migrate => {
+            let pool = db::connect(&config.database_url, 1, true).await?;
+            db::migrate(&pool).await?;
+            println!("migrations applied");
+            return Ok(());
+        }
+        Command::Keys {
+            command: KeysCommand::Create { role, name },
+        } => {
+            let pool = db::connect(&config.database_url, 1, true).await?;
+            db::migrate(&pool).await?;
+            let token = auth::create_key(&pool, role, &name).await?;
+            println!("{token}");
+            return Ok(());
+        }
+        Command::Ingest => Role::Ingest,
+        Command::Aggregator => Role::Aggregator,
+        Command::Alerter => Role::Alerter,
+        Command::Api => Role::Api,
+    };
+    let brokers = config.require_brokers()?.to_owned();
+    let shared = Shared::connect(&config, &brokers, false).await?;
+    roles::run(&config, &shared, &[role], true, shutdown).await
+}
+
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down");
+    shutdown.cancel();
+}

@@ -1,0 +1,198 @@
+//! Wiring of the roles: opening the connections a role needs, its readiness checks, and
+//! running several roles under one cancellation tree (any failure stops them all).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use sqlx::PgPool;
+use tidemark_aggregator::{Aggregator, AggregatorDeps};
+use tidemark_alerter::Alerter;
+use tidemark_api::{Api, ApiDeps};
+use tidemark_core::auth::KeyStore;
+use tidemark_core::http::{Ops, ReadyCheck};
+use tidemark_core::{db, hot, kafka, telemetry, Config};
+use tidemark_ingest::{Ingest, IngestDeps};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Connections shared by the roles of one process.
+#[derive(Clone)]
+pub struct Shared {
+    pub brokers: String,
+    pub pool: PgPool,
+    pub redis: redis::aio::ConnectionManager,
+    pub keys: Arc<KeyStore>,
+    metadata_client: Arc<BaseConsumer>,
+}
+
+impl Shared {
+    /// Connects to Postgres (applying migrations), Redis and Kafka (creating topics).
+    pub async fn connect(
+        config: &Config,
+        brokers: &str,
+        create_database: bool,
+    ) -> anyhow::Result<Self> {
+        let pool = db::connect(
+            &config.database_url,
+            config.db_max_connections,
+            create_database,
+        )
+        .await?;
+        db::migrate(&pool).await?;
+        let redis = hot::connect(&config.redis_url).await?;
+        kafka::ensure_topics(brokers, &config.topics, config.partitions).await?;
+        Ok(Self {
+            brokers: brokers.to_owned(),
+            keys: Arc::new(KeyStore::new(pool.clone())),
+            metadata_client: Arc::new(kafka::client_config(brokers).create()?),
+            pool,
+            redis,
+        })
+    }
+
+    /// Ops routes whose `/readyz` checks Postgres, Redis and Kafka.
+    pub fn ops(&self, config: &Config) -> Ops {
+        let pool = self.pool.clone();
+        let postgres: ReadyCheck = Arc::new(move || {
+            let pool = pool.clone();
+            Box::pin(async move {
+                sqlx::query("SELECT 1")
+                    .execute(&pool)
+                    .await
+                    .map(drop)
+                    .map_err(|_| "unreachable".to_owned())
+            })
+        });
+        let conn = self.redis.clone();
+        let redis_check: ReadyCheck = Arc::new(move || {
+            let mut conn = conn.clone();
+            Box::pin(async move {
+                redis::cmd("PING")
+                    .query_async::<String>(&mut conn)
+                    .await
+                    .map(drop)
+                    .map_err(|_| "unreachable".to_owned())
+            })
+        });
+        let client = self.metadata_client.clone();
+        let topic = config.topics.samples.clone();
+        let kafka_check: ReadyCheck = Arc::new(move || {
+            let (client, topic) = (client.clone(), topic.clone());
+            Box::pin(async move {
+                tokio::task::spawn_blocking(move || {
+                    client
+                        .fetch_metadata(Some(&topic), Duration::from_secs(1))
+                        .map(drop)
+                        .map_err(|_| "unreachable".to_owned())
+                })
+                .await
+                .unwrap_or_else(|_| Err("check failed".to_owned()))
+            })
+        });
+        Ops {
+            metrics: telemetry::metrics_handle(),
+            metrics_token: config.metrics_token.clone(),
+            checks: vec![
+                ("postgres", postgres),
+                ("redis", redis_check),
+                ("kafka", kafka_check),
+            ],
+        }
+    }
+}
+
+/// A role of the pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Ingest,
+    Aggregator,
+    Alerter,
+    Api,
+}
+
+/// Runs `roles` until `shutdown` or until one fails. With `own_ops`, the aggregator and
+/// alerter serve their ops endpoints on their own addresses (separate processes); in
+/// `standalone` the ingest and API listeners already expose the process's ops routes.
+pub async fn run(
+    config: &Config,
+    shared: &Shared,
+    roles: &[Role],
+    own_ops: bool,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut tasks: JoinSet<anyhow::Result<()>> = JoinSet::new();
+    for role in roles {
+        let token = shutdown.clone();
+        match role {
+            Role::Ingest => {
+                let deps = IngestDeps {
+                    brokers: shared.brokers.clone(),
+                    keys: shared.keys.clone(),
+                    ops: shared.ops(config),
+                };
+                let ingest = Ingest::build(config, deps).await?;
+                tasks.spawn(ingest.run(token));
+            }
+            Role::Api => {
+                let deps = ApiDeps {
+                    pool: shared.pool.clone(),
+                    redis: shared.redis.clone(),
+                    keys: shared.keys.clone(),
+                    ops: shared.ops(config),
+                };
+                let api = Api::build(config, deps).await?;
+                tasks.spawn(api.run(token));
+            }
+            Role::Aggregator => {
+                let deps = AggregatorDeps {
+                    brokers: shared.brokers.clone(),
+                    pool: shared.pool.clone(),
+                    redis: shared.redis.clone(),
+                };
+                let aggregator = Aggregator::build(config, deps).await?;
+                tasks.spawn(aggregator.run(token));
+                if own_ops {
+                    tasks.spawn(serve_ops(
+                        config.aggregator_addr,
+                        "the aggregator",
+                        shared.ops(config),
+                        shutdown.clone(),
+                    ));
+                }
+            }
+            Role::Alerter if own_ops => {
+                let alerter = Alerter::build(config, shared.ops(config)).await?;
+                tasks.spawn(alerter.run(token));
+            }
+            Role::Alerter => {}
+        }
+    }
+    let mut first_error = None;
+    while let Some(joined) = tasks.join_next().await {
+        let result = joined.map_err(anyhow::Error::from).and_then(|r| r);
+        if let Err(e) = result {
+            tracing::error!(
+                error = format!("{e:#}"),
+                "a role failed; stopping the others"
+            );
+            first_error.get_or_insert(e);
+        }
+        shutdown.cancel();
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+async fn serve_ops(
+    addr: std::net::SocketAddr,
+    what: &str,
+    ops: Ops,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let listener = tidemark_core::http::bind(addr, what).await?;
+    let router = tidemark_core::http::with_common_layers(
+        tidemark_core::http::ops_router(ops),
+        Duration::from_secs(10),
+    );
+    tidemark_core::http::serve(listener, router, shutdown).await
+}
