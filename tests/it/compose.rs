@@ -120,8 +120,9 @@ fn environment(compose: &Value, name: &str) -> BTreeMap<String, Option<String>> 
         None => {}
         Some(Value::Mapping(map)) => {
             for (k, v) in map {
-                let key = scalar(k)
-                    .unwrap_or_else(|| panic!("service `{name}`: non-scalar environment key {k:?}"));
+                let key = scalar(k).unwrap_or_else(|| {
+                    panic!("service `{name}`: non-scalar environment key {k:?}")
+                });
                 let val = match v {
                     Value::Null => None,
                     other => Some(interpolate_defaults(&scalar(other).unwrap_or_else(|| {
@@ -141,7 +142,9 @@ fn environment(compose: &Value, name: &str) -> BTreeMap<String, Option<String>> 
                 };
             }
         }
-        Some(other) => panic!("service `{name}`: `environment` must be a map or a list, got {other:?}"),
+        Some(other) => {
+            panic!("service `{name}`: `environment` must be a map or a list, got {other:?}")
+        }
     }
     env
 }
@@ -153,9 +156,13 @@ fn command(compose: &Value, name: &str) -> Vec<String> {
         Some(Value::String(s)) => s.split_whitespace().map(str::to_string).collect(),
         Some(Value::Sequence(items)) => items
             .iter()
-            .map(|v| scalar(v).unwrap_or_else(|| panic!("service `{name}`: bad command word {v:?}")))
+            .map(|v| {
+                scalar(v).unwrap_or_else(|| panic!("service `{name}`: bad command word {v:?}"))
+            })
             .collect(),
-        Some(other) => panic!("service `{name}`: `command` must be a string or a list, got {other:?}"),
+        Some(other) => {
+            panic!("service `{name}`: `command` must be a string or a list, got {other:?}")
+        }
     }
 }
 
@@ -163,8 +170,9 @@ fn command(compose: &Value, name: &str) -> Vec<String> {
 /// published on a random host port has `published == None`.
 fn ports(compose: &Value, name: &str) -> Vec<(Option<u16>, u16)> {
     let parse = |s: &str| -> u16 {
-        s.parse()
-            .unwrap_or_else(|_| panic!("service `{name}`: cannot parse port `{s}` (ranges are not expected here)"))
+        s.parse().unwrap_or_else(|_| {
+            panic!("service `{name}`: cannot parse port `{s}` (ranges are not expected here)")
+        })
     };
     let Some(list) = service(compose, name).get("ports") else {
         return Vec::new();
@@ -175,10 +183,9 @@ fn ports(compose: &Value, name: &str) -> Vec<(Option<u16>, u16)> {
     list.iter()
         .map(|entry| match entry {
             Value::Mapping(m) => {
-                let target = m
-                    .get("target")
-                    .and_then(scalar)
-                    .unwrap_or_else(|| panic!("service `{name}`: port entry without `target`: {entry:?}"));
+                let target = m.get("target").and_then(scalar).unwrap_or_else(|| {
+                    panic!("service `{name}`: port entry without `target`: {entry:?}")
+                });
                 let published = m.get("published").and_then(scalar);
                 (published.as_deref().map(parse), parse(&target))
             }
@@ -186,7 +193,7 @@ fn ports(compose: &Value, name: &str) -> Vec<(Option<u16>, u16)> {
                 let s = scalar(other)
                     .unwrap_or_else(|| panic!("service `{name}`: bad port entry {other:?}"));
                 let s = s.split('/').next().unwrap_or_default(); // drop "/tcp"
-                // [ip:]published:target  or just target. IPv6 hosts are bracketed.
+                                                                 // [ip:]published:target  or just target. IPv6 hosts are bracketed.
                 let parts: Vec<&str> = s.rsplitn(3, ':').collect();
                 match parts.as_slice() {
                     [target] => (None, parse(target)),
@@ -223,7 +230,10 @@ fn role_addr(compose: &Value, role: &str, var: &str) -> String {
 /// Host paths (relative to the project root) of a service's bind mounts, by container path.
 fn bind_mounts(compose: &Value, name: &str) -> BTreeMap<String, PathBuf> {
     let mut mounts = BTreeMap::new();
-    let Some(volumes) = service(compose, name).get("volumes").and_then(Value::as_sequence) else {
+    let Some(volumes) = service(compose, name)
+        .get("volumes")
+        .and_then(Value::as_sequence)
+    else {
         return mounts;
     };
     for v in volumes {
@@ -235,9 +245,10 @@ fn bind_mounts(compose: &Value, name: &str) -> BTreeMap<String, PathBuf> {
                 (source, target.to_string())
             }
             Value::Mapping(m) => {
-                let (Some(source), Some(target)) =
-                    (m.get("source").and_then(scalar), m.get("target").and_then(scalar))
-                else {
+                let (Some(source), Some(target)) = (
+                    m.get("source").and_then(scalar),
+                    m.get("target").and_then(scalar),
+                ) else {
                     continue;
                 };
                 (source, target)
@@ -247,7 +258,10 @@ fn bind_mounts(compose: &Value, name: &str) -> BTreeMap<String, PathBuf> {
         // Only bind mounts of project files; named volumes have no `/` or `.` prefix.
         if source.starts_with("./") || source.starts_with("../") || source.starts_with('/') {
             let source = source.strip_prefix("./").unwrap_or(&source);
-            mounts.insert(target.trim_end_matches('/').to_string(), root().join(source));
+            mounts.insert(
+                target.trim_end_matches('/').to_string(),
+                root().join(source),
+            );
         }
     }
     mounts
@@ -304,7 +318,9 @@ fn collect_datasource_uids(value: &serde_json::Value, out: &mut Vec<String>) {
                 collect_datasource_uids(v, out);
             }
         }
-        serde_json::Value::Array(items) => items.iter().for_each(|v| collect_datasource_uids(v, out)),
+        serde_json::Value::Array(items) => {
+            items.iter().for_each(|v| collect_datasource_uids(v, out))
+        }
         _ => {}
     }
 }
@@ -343,7 +359,9 @@ fn role_services_run_their_tidemark_subcommand() {
         if let Some(entrypoint) = svc.get("entrypoint") {
             let first = match entrypoint {
                 Value::Sequence(s) => s.first().and_then(scalar),
-                other => scalar(other).and_then(|s| s.split_whitespace().next().map(str::to_string)),
+                other => {
+                    scalar(other).and_then(|s| s.split_whitespace().next().map(str::to_string))
+                }
             };
             assert!(
                 first.as_deref().is_some_and(|e| e == "tidemark" || e.ends_with("/tidemark")),
@@ -372,8 +390,14 @@ fn compose_only_uses_contract_env_vars() {
     let compose = compose();
     let mut used = BTreeSet::new();
     collect_tidemark_names(&compose, &mut used);
-    assert!(!used.is_empty(), "docker-compose.yml names no TIDEMARK_* variable at all");
-    let unknown: Vec<&String> = used.iter().filter(|v| !ENV_VARS.contains(&v.as_str())).collect();
+    assert!(
+        !used.is_empty(),
+        "docker-compose.yml names no TIDEMARK_* variable at all"
+    );
+    let unknown: Vec<&String> = used
+        .iter()
+        .filter(|v| !ENV_VARS.contains(&v.as_str()))
+        .collect();
     assert!(
         unknown.is_empty(),
         "docker-compose.yml uses {unknown:?}, which the binary does not read \
@@ -504,16 +528,29 @@ fn grafana_datasource_points_at_prometheus_service() {
     let prom = sources
         .iter()
         .find(|d| d.get("type").and_then(scalar).as_deref() == Some("prometheus"))
-        .unwrap_or_else(|| panic!("{} has no data source of type prometheus", ds_file.display()));
+        .unwrap_or_else(|| {
+            panic!(
+                "{} has no data source of type prometheus",
+                ds_file.display()
+            )
+        });
 
     let url = prom.get("url").and_then(scalar).unwrap_or_default();
     let authority = url
         .strip_prefix("http://")
-        .unwrap_or_else(|| panic!("Grafana's Prometheus url must be http://prometheus:9090, got `{url}`"))
+        .unwrap_or_else(|| {
+            panic!("Grafana's Prometheus url must be http://prometheus:9090, got `{url}`")
+        })
         .trim_end_matches('/');
     let (host, port) = authority.rsplit_once(':').unwrap_or((authority, "80"));
-    assert_eq!(host, "prometheus", "Grafana's Prometheus url `{url}` must name the compose service `prometheus`");
-    assert_eq!(port, "9090", "Grafana's Prometheus url `{url}` must use Prometheus' port 9090");
+    assert_eq!(
+        host, "prometheus",
+        "Grafana's Prometheus url `{url}` must name the compose service `prometheus`"
+    );
+    assert_eq!(
+        port, "9090",
+        "Grafana's Prometheus url `{url}` must use Prometheus' port 9090"
+    );
     assert_eq!(
         prom.get("uid").and_then(scalar).as_deref(),
         Some("prometheus"),
@@ -532,19 +569,29 @@ fn grafana_dashboards_are_mounted_and_use_the_provisioned_datasource() {
     let mounts = bind_mounts(&compose, "grafana");
     let provisioning = mounts
         .get(GRAFANA_PROVISIONING_IN_CONTAINER)
-        .unwrap_or_else(|| panic!("service `grafana` must mount {GRAFANA_PROVISIONING_IN_CONTAINER}"));
+        .unwrap_or_else(|| {
+            panic!("service `grafana` must mount {GRAFANA_PROVISIONING_IN_CONTAINER}")
+        });
     let provider_file = provisioning.join("dashboards/tidemark.yml");
     let providers = load_yaml(&provider_file);
     let provider = providers
         .get("providers")
         .and_then(Value::as_sequence)
-        .and_then(|p| p.iter().find(|p| p.get("type").and_then(scalar).as_deref() == Some("file")))
+        .and_then(|p| {
+            p.iter()
+                .find(|p| p.get("type").and_then(scalar).as_deref() == Some("file"))
+        })
         .unwrap_or_else(|| panic!("{} has no file dashboard provider", provider_file.display()));
     let container_dir = provider
         .get("options")
         .and_then(|o| o.get("path"))
         .and_then(scalar)
-        .unwrap_or_else(|| panic!("{}: the provider has no options.path", provider_file.display()));
+        .unwrap_or_else(|| {
+            panic!(
+                "{}: the provider has no options.path",
+                provider_file.display()
+            )
+        });
     let host_dir = mounts
         .get(container_dir.trim_end_matches('/'))
         .unwrap_or_else(|| {

@@ -1,0 +1,8 @@
+//! Tidemark's integration tests, one binary for the workspace: in-process tests on
+//! librdkafka's mock cluster, and black-box tests of the role processes on the external
+//! broker started by `scripts/test.sh`.
+
+mod blackbox;
+mod compose;
+mod ingest;
+mod support;

@@ -1,0 +1,445 @@
+//! Test support: a fresh database and topic prefix per test, the tidemark binary's roles
+//! as child processes on free ports, a reader of a topic's batches, and generated
+//! samples with their exact expected statistics.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use tidemark_schemas::SampleBatch;
+
+pub fn env(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+/// The external broker started by `scripts/test.sh`; black-box tests need it.
+pub fn external_brokers() -> String {
+    std::env::var("TIDEMARK_TEST_BROKERS").expect("TIDEMARK_TEST_BROKERS is not set: run the suite with ./scripts/test.sh, which starts a tansu broker")
+}
+
+pub fn redis_url() -> String {
+    env("TIDEMARK_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+}
+
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
+}
+
+/// Creates an empty database and returns its URL and a pool on it, migrated.
+pub async fn fresh_database() -> (String, PgPool) {
+    let admin_url = env(
+        "TIDEMARK_TEST_DATABASE_URL",
+        "postgres://postgres@127.0.0.1:5432/postgres",
+    );
+    let name = unique("tm_it_");
+    let admin = PgPool::connect(&admin_url)
+        .await
+        .expect("connect to the test Postgres");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    admin.close().await;
+    let url = match admin_url.rsplit_once('/') {
+        Some((base, _)) => format!("{base}/{name}"),
+        None => panic!("database URL without a path: {admin_url}"),
+    };
+    let pool = PgPool::connect(&url).await.unwrap();
+    tidemark_core::db::migrate(&pool).await.unwrap();
+    (url, pool)
+}
+
+pub fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// A role running as a child process; killed when dropped.
+pub struct RoleProcess {
+    child: Child,
+}
+
+impl RoleProcess {
+    pub fn sigkill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for RoleProcess {
+    fn drop(&mut self) {
+        self.sigkill();
+    }
+}
+
+/// Ingest, aggregator and API of one deployment as separate processes on the external
+/// broker, with their own database, topic prefix and ports.
+pub struct Pipeline {
+    pub env: Vec<(String, String)>,
+    pub ingest: SocketAddr,
+    pub api: SocketAddr,
+    pub aggregator: SocketAddr,
+    pub token: String,
+    pub pool: PgPool,
+    pub prefix: String,
+    pub brokers: String,
+}
+
+impl Pipeline {
+    pub async fn new(extra_env: &[(&str, &str)]) -> Self {
+        let (db_url, pool) = fresh_database().await;
+        let prefix = unique("it");
+        let brokers = external_brokers();
+        let (ingest, api, aggregator) = (free_addr(), free_addr(), free_addr());
+        let mut env: Vec<(String, String)> = [
+            ("TIDEMARK_KAFKA_BROKERS", brokers.clone()),
+            ("TIDEMARK_DATABASE_URL", db_url),
+            ("TIDEMARK_REDIS_URL", redis_url()),
+            ("TIDEMARK_TOPIC_PREFIX", prefix.clone()),
+            ("TIDEMARK_INGEST_ADDR", ingest.to_string()),
+            ("TIDEMARK_API_ADDR", api.to_string()),
+            ("TIDEMARK_AGGREGATOR_ADDR", aggregator.to_string()),
+            ("TIDEMARK_CONSUMER_SESSION_TIMEOUT", "3s".to_owned()),
+            ("TIDEMARK_FLUSH_INTERVAL", "200ms".to_owned()),
+            ("TIDEMARK_LOG", "warn".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        env.extend(
+            extra_env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+        let token = tidemark_core::auth::create_key(&pool, tidemark_core::auth::Role::Admin, "it")
+            .await
+            .unwrap();
+        Self {
+            env,
+            ingest,
+            api,
+            aggregator,
+            token,
+            pool,
+            prefix,
+            brokers,
+        }
+    }
+
+    /// Starts a role and waits until its `/readyz` answers 200.
+    pub async fn start(&self, role: &'static str) -> RoleProcess {
+        let child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .arg(role)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn tidemark");
+        let addr = match role {
+            "ingest" => self.ingest,
+            "api" => self.api,
+            "aggregator" => self.aggregator,
+            other => panic!("no address for {other}"),
+        };
+        let process = RoleProcess { child };
+        wait_ready(addr, role).await;
+        process
+    }
+}
+
+pub async fn wait_ready(addr: SocketAddr, what: &str) {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(r) = client.get(format!("http://{addr}/readyz")).send().await {
+            if r.status().is_success() {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} on {addr} did not become ready within 60s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every batch on every partition of `topic`, read from the start to the end.
+pub fn read_topic(brokers: &str, topic: &str) -> Vec<(i32, SampleBatch)> {
+    let consumer: BaseConsumer = tidemark_core::kafka::client_config(brokers)
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let partitions: Vec<i32> = metadata.topics()[0]
+        .partitions()
+        .iter()
+        .map(|p| p.id())
+        .collect();
+    let mut tpl = TopicPartitionList::new();
+    let mut remaining: HashMap<i32, i64> = HashMap::new();
+    for &p in &partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .unwrap();
+        if high > low {
+            tpl.add_partition_offset(topic, p, Offset::Offset(low))
+                .unwrap();
+            remaining.insert(p, high);
+        }
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !remaining.is_empty() {
+        assert!(Instant::now() < deadline, "reading {topic} timed out");
+        if let Some(msg) = consumer.poll(Duration::from_millis(500)) {
+            let msg = msg.unwrap();
+            let batch = tidemark_schemas::decode_sample_batch(msg.payload().unwrap()).unwrap();
+            out.push((msg.partition(), batch));
+            if remaining
+                .get(&msg.partition())
+                .is_some_and(|&high| msg.offset() + 1 >= high)
+            {
+                remaining.remove(&msg.partition());
+            }
+        }
+    }
+    out
+}
+
+/// Series key as the tests see it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SeriesKey {
+    pub service: String,
+    pub metric: String,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// Exact statistics of what was sent, per series and hour.
+#[derive(Debug, Default, Clone)]
+pub struct Expected {
+    /// `(value, count, error)` observations.
+    pub observations: Vec<(f64, u64, bool)>,
+}
+
+impl Expected {
+    pub fn count(&self) -> u64 {
+        self.observations.iter().map(|o| o.1).sum()
+    }
+    pub fn errors(&self) -> u64 {
+        self.observations.iter().filter(|o| o.2).map(|o| o.1).sum()
+    }
+    pub fn sum(&self) -> f64 {
+        self.observations.iter().map(|o| o.0 * o.1 as f64).sum()
+    }
+    pub fn min(&self) -> f64 {
+        self.observations
+            .iter()
+            .map(|o| o.0)
+            .fold(f64::INFINITY, f64::min)
+    }
+    pub fn max(&self) -> f64 {
+        self.observations
+            .iter()
+            .map(|o| o.0)
+            .fold(f64::NEG_INFINITY, f64::max)
+    }
+    /// The weighted value at rank floor(q·(n−1)), the definition the sketch approximates.
+    pub fn quantile(&self, q: f64) -> f64 {
+        let mut sorted: Vec<(f64, u64)> = self.observations.iter().map(|o| (o.0, o.1)).collect();
+        sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let rank = (q * (self.count() - 1) as f64).floor() as u64;
+        let mut seen = 0;
+        for (v, c) in sorted {
+            seen += c;
+            if seen > rank {
+                return v;
+            }
+        }
+        unreachable!("rank below the total count")
+    }
+}
+
+pub type Tally = BTreeMap<(SeriesKey, i64), Expected>;
+
+/// Generates `n` samples over `services` services, 2 metrics, 2 tag values and the 3 UTC
+/// hours ending with the current one (never in the future), as request bodies of 100.
+/// Values are whole milliseconds, so sums are exact in floating point.
+pub fn generate(seed: u64, n: usize, services: usize, now_ms: i64) -> (Vec<Value>, Tally) {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let current = tidemark_core::bucket::hour_start(now_ms);
+    let hour_ms = tidemark_core::bucket::HOUR_MS;
+    let mut tally = Tally::new();
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let key = SeriesKey {
+            service: format!("svc-{}", rng.gen_range(0..services)),
+            metric: ["http.server.duration", "db.query.duration"][rng.gen_range(0..2)].to_owned(),
+            tags: BTreeMap::from([(
+                "region".to_owned(),
+                ["eu", "us"][rng.gen_range(0..2)].to_owned(),
+            )]),
+        };
+        let hour = current - hour_ms * rng.gen_range(0..3);
+        let latest = if hour == current {
+            now_ms
+        } else {
+            hour + hour_ms - 1
+        };
+        let ts = rng.gen_range(hour..=latest);
+        // A long-tailed latency: mostly 1–200 ms, sometimes up to 5 s.
+        let value = if rng.gen_bool(0.05) {
+            rng.gen_range(200..5000)
+        } else {
+            rng.gen_range(1..200)
+        } as f64;
+        let count: u64 = if rng.gen_bool(0.1) { 3 } else { 1 };
+        let error = rng.gen_bool(0.07);
+        samples.push(json!({
+            "service": key.service, "metric": key.metric, "value": value, "count": count,
+            "error": error, "timestamp": ts, "tags": key.tags,
+        }));
+        tally
+            .entry((key, hour))
+            .or_default()
+            .observations
+            .push((value, count, error));
+    }
+    let bodies = samples
+        .chunks(100)
+        .map(|c| Value::Array(c.to_vec()))
+        .collect();
+    (bodies, tally)
+}
+
+/// Posts every body with `concurrency` requests in flight; returns how many samples were
+/// acknowledged and the status of each request.
+pub async fn push(
+    ingest: SocketAddr,
+    token: &str,
+    bodies: Vec<Value>,
+    concurrency: usize,
+) -> Vec<(usize, u16)> {
+    use futures::stream::{self, StreamExt};
+    let client = reqwest::Client::new();
+    stream::iter(bodies)
+        .map(|body| {
+            let client = client.clone();
+            async move {
+                let n = body.as_array().map_or(0, Vec::len);
+                let status = client
+                    .post(format!("http://{ingest}/v1/samples"))
+                    .bearer_auth(token)
+                    .json(&body)
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or(0);
+                (n, status)
+            }
+        })
+        .buffered(concurrency)
+        .collect()
+        .await
+}
+
+/// Reads every series of the tally back through the API and compares exactly (and the
+/// quantiles within the sketch's 1 %). Returns the total count the API reported.
+pub async fn assert_api_matches(api: SocketAddr, token: &str, tally: &Tally) -> u64 {
+    let client = reqwest::Client::new();
+    let mut by_series: BTreeMap<&SeriesKey, BTreeMap<i64, &Expected>> = BTreeMap::new();
+    for ((key, hour), e) in tally {
+        by_series.entry(key).or_default().insert(*hour, e);
+    }
+    let from = tally.keys().map(|k| k.1).min().unwrap();
+    let mut total = 0;
+    for (key, hours) in by_series {
+        let tags: Vec<String> = key.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let body: Value = client
+            .get(format!("http://{api}/v1/series"))
+            .query(&[
+                ("service", key.service.as_str()),
+                ("metric", key.metric.as_str()),
+                ("tags", &tags.join(",")),
+                ("from", &from.to_string()),
+            ])
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let series = body["series"].as_array().unwrap();
+        assert_eq!(series.len(), 1, "one series for {key:?}: {body}");
+        let buckets = series[0]["buckets"].as_array().unwrap();
+        assert_eq!(buckets.len(), hours.len(), "hours of {key:?}");
+        for b in buckets {
+            let hour = b["start_ms"].as_i64().unwrap();
+            let e = hours[&hour];
+            let what = format!("{key:?} hour {hour}");
+            assert_eq!(b["count"].as_u64().unwrap(), e.count(), "count of {what}");
+            assert_eq!(
+                b["error_count"].as_u64().unwrap(),
+                e.errors(),
+                "error_count of {what}"
+            );
+            assert_eq!(b["sum"].as_f64().unwrap(), e.sum(), "sum of {what}");
+            assert_eq!(b["min"].as_f64().unwrap(), e.min(), "min of {what}");
+            assert_eq!(b["max"].as_f64().unwrap(), e.max(), "max of {what}");
+            for (name, q) in [("p50", 0.5), ("p95", 0.95), ("p99", 0.99)] {
+                let got = b[name].as_f64().unwrap();
+                let exact = e.quantile(q);
+                let rel = (got - exact).abs() / exact.abs();
+                assert!(
+                    rel <= tidemark_sketch::RELATIVE_ACCURACY + 1e-9,
+                    "{name} of {what}: got {got}, exact {exact}"
+                );
+            }
+            total += e.count();
+        }
+    }
+    total
+}
+
+/// Total count stored in Postgres.
+pub async fn stored_count(pool: &PgPool) -> i64 {
+    sqlx::query_scalar::<_, Option<i64>>("SELECT sum(count)::bigint FROM buckets")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+        .unwrap_or(0)
+}
+
+/// Waits until Postgres holds `expected` samples (or fails after a generous deadline).
+pub async fn wait_stored(pool: &PgPool, expected: i64) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let stored = stored_count(pool).await;
+        if stored == expected {
+            return;
+        }
+        assert!(
+            stored < expected,
+            "stored {stored} > acknowledged {expected}: double counting"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "only {stored} of {expected} samples stored after 120s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
