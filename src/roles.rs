@@ -129,6 +129,7 @@ pub async fn run(
                 let deps = IngestDeps {
                     brokers: shared.brokers.clone(),
                     keys: shared.keys.clone(),
+                    redis: shared.redis.clone(),
                     ops: shared.ops(config),
                 };
                 let ingest = Ingest::build(config, deps).await?;

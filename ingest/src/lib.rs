@@ -2,6 +2,7 @@
 //! and answers `202` only once the broker acknowledged every batch holding them.
 
 pub mod batcher;
+pub mod cardinality;
 pub mod parse;
 
 use std::sync::Arc;
@@ -22,11 +23,13 @@ use tidemark_core::Config;
 use tokio_util::sync::CancellationToken;
 
 pub use batcher::{Batcher, BatcherConfig, BatcherTasks, MAX_BATCH};
+pub use cardinality::Cardinality;
 
 /// What the sample routes need.
 #[derive(Clone)]
 pub struct IngestState {
     pub batcher: Arc<Batcher>,
+    pub cardinality: Arc<Cardinality>,
     pub max_body_bytes: usize,
     pub max_decompressed_bytes: usize,
     pub max_sample_age: Duration,
@@ -75,6 +78,12 @@ async fn push_samples(
         max_future: state.max_sample_future,
     };
     let samples = parse::parse_samples(&json, bounds)?;
+    if let Some((index, reason)) = state.cardinality.check(&samples).await {
+        return Err(ApiError::bad_request(
+            "series_limit",
+            format!("samples[{index}].series: {reason}"),
+        ));
+    }
     let n = state
         .batcher
         .submit(samples)
@@ -99,6 +108,7 @@ pub struct Ingest {
 pub struct IngestDeps {
     pub brokers: String,
     pub keys: Arc<KeyStore>,
+    pub redis: redis::aio::ConnectionManager,
     pub ops: Ops,
 }
 
@@ -124,6 +134,11 @@ impl Ingest {
         );
         let state = IngestState {
             batcher: Arc::new(batcher),
+            cardinality: Arc::new(Cardinality::new(
+                config.max_series_per_service,
+                &config.topics.prefix,
+                deps.redis,
+            )),
             max_body_bytes: config.max_body_bytes,
             max_decompressed_bytes: config.max_decompressed_bytes,
             max_sample_age: config.max_sample_age,

@@ -12,10 +12,10 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{DefaultProducerContext, FutureProducer};
 use serde_json::{json, Value};
 use tidemark_core::auth::{create_key, KeyStore, Role};
-use tidemark_ingest::{Batcher, BatcherConfig, IngestState};
+use tidemark_ingest::{Batcher, BatcherConfig, Cardinality, IngestState};
 use tower::ServiceExt;
 
-use crate::support::{fresh_database, read_topic};
+use crate::support::{fresh_database, read_topic, redis_url, unique};
 
 const TOPIC: &str = "t.samples";
 
@@ -27,6 +27,10 @@ struct Harness {
 }
 
 async fn harness(ack_timeout: Duration) -> Harness {
+    harness_with_limit(ack_timeout, 1000).await
+}
+
+async fn harness_with_limit(ack_timeout: Duration, max_series: u32) -> Harness {
     let mock = MockCluster::new(1).unwrap();
     mock.create_topic(TOPIC, 3, 1).unwrap();
     let producer: FutureProducer =
@@ -45,8 +49,12 @@ async fn harness(ack_timeout: Duration) -> Harness {
     let (_, pool) = fresh_database().await;
     let ingest_key = create_key(&pool, Role::Ingest, "ingest").await.unwrap();
     let read_key = create_key(&pool, Role::Read, "read").await.unwrap();
+    let redis = tidemark_core::hot::connect(&tidemark_core::config::Secret::new(redis_url()))
+        .await
+        .unwrap();
     let state = IngestState {
         batcher: Arc::new(batcher),
+        cardinality: Arc::new(Cardinality::new(max_series, &unique("it"), redis)),
         max_body_bytes: 64 * 1024,
         max_decompressed_bytes: 256 * 1024,
         max_sample_age: Duration::from_secs(7 * 86_400),
@@ -333,4 +341,51 @@ async fn broker_down_means_503_never_202_then_recovery() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert!(recovered, "ingest accepts again once the broker is back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sample_opening_a_series_past_the_limit_is_refused() {
+    let h = harness_with_limit(Duration::from_secs(5), 3).await;
+    let series = |svc: &str, route: &str| json!({"service": svc, "metric": "m", "value": 1.0, "tags": {"route": route}});
+    let body = |v: Value| serde_json::to_vec(&v).unwrap();
+    let (status, _, _) = post(
+        &h.router,
+        Some(&h.ingest_key),
+        body(json!([
+            series("a", "1"),
+            series("a", "2"),
+            series("a", "3")
+        ])),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    // Known series stay welcome; another service has its own bound.
+    let (status, _, _) = post(
+        &h.router,
+        Some(&h.ingest_key),
+        body(json!([series("a", "2"), series("b", "1")])),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (status, json, _) = post(
+        &h.router,
+        Some(&h.ingest_key),
+        body(json!([series("a", "1"), series("a", "4")])),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let message = json["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("samples[1].series: service \"a\" has reached its limit of 3 series"),
+        "{message}"
+    );
+    assert_eq!(json["error"]["code"], "series_limit");
+    let produced: usize = read_topic(&h.mock.bootstrap_servers(), TOPIC)
+        .iter()
+        .map(|(_, b)| b.samples.len())
+        .sum();
+    assert_eq!(produced, 5, "the refused request produced nothing");
 }

@@ -1,0 +1,120 @@
+//! The per-service series bound (SPEC §2): a sample that would open a series past the
+//! limit is refused. Admitted series are kept in a Redis set per service, shared by all
+//! ingest processes and checked-and-added atomically by a script; a process remembers
+//! what it admitted so known series cost no round trip. With Redis down, each process
+//! enforces the bound on its own view.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Mutex;
+
+use redis::aio::ConnectionManager;
+use tidemark_core::Sample;
+
+/// Checks, and adds if there is room, each series id; returns the ids refused.
+const ADMIT: &str = r"
+local refused = {}
+for i = 2, #ARGV do
+  if redis.call('SISMEMBER', KEYS[1], ARGV[i]) == 0 then
+    if redis.call('SCARD', KEYS[1]) < tonumber(ARGV[1]) then
+      redis.call('SADD', KEYS[1], ARGV[i])
+    else
+      table.insert(refused, ARGV[i])
+    end
+  end
+end
+return refused
+";
+
+pub struct Cardinality {
+    limit: u32,
+    key_prefix: String,
+    redis: ConnectionManager,
+    script: redis::Script,
+    admitted: Mutex<HashMap<String, HashSet<i64>>>,
+}
+
+impl Cardinality {
+    pub fn new(limit: u32, topic_prefix: &str, redis: ConnectionManager) -> Self {
+        Self {
+            limit,
+            key_prefix: format!("{topic_prefix}:series:"),
+            redis,
+            script: redis::Script::new(ADMIT),
+            admitted: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The index of the first sample whose series is refused, with the reason.
+    pub async fn check(&self, samples: &[Sample]) -> Option<(usize, String)> {
+        let mut unknown: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
+        {
+            let admitted = self.admitted.lock().expect("admitted lock");
+            for s in samples {
+                let id = s.series_id();
+                if !admitted
+                    .get(&s.service)
+                    .is_some_and(|set| set.contains(&id))
+                {
+                    unknown.entry(&s.service).or_default().push(id);
+                }
+            }
+        }
+        if unknown.is_empty() {
+            return None;
+        }
+        let mut refused: HashSet<i64> = HashSet::new();
+        for (service, ids) in unknown {
+            let outcome = match self.admit_shared(service, &ids).await {
+                Ok(r) => r,
+                Err(e) => {
+                    metrics::counter!("tidemark_ingest_cardinality_fallbacks_total").increment(1);
+                    tracing::warn!(error = %e, "series limit checked per process: Redis unavailable");
+                    self.admit_local(service, &ids)
+                }
+            };
+            self.remember(service, ids.iter().filter(|id| !outcome.contains(id)));
+            refused.extend(outcome);
+        }
+        let index = samples
+            .iter()
+            .position(|s| refused.contains(&s.series_id()))?;
+        metrics::counter!("tidemark_ingest_series_refused_total").increment(1);
+        let service = &samples[index].service;
+        Some((
+            index,
+            format!(
+                "service {service:?} has reached its limit of {} series",
+                self.limit
+            ),
+        ))
+    }
+
+    async fn admit_shared(&self, service: &str, ids: &[i64]) -> redis::RedisResult<Vec<i64>> {
+        let mut conn = self.redis.clone();
+        let mut invocation = self.script.key(format!("{}{service}", self.key_prefix));
+        invocation.arg(self.limit);
+        for id in ids {
+            invocation.arg(id);
+        }
+        invocation.invoke_async(&mut conn).await
+    }
+
+    fn admit_local(&self, service: &str, ids: &[i64]) -> Vec<i64> {
+        let mut admitted = self.admitted.lock().expect("admitted lock");
+        let set = admitted.entry(service.to_owned()).or_default();
+        ids.iter()
+            .copied()
+            .filter(|id| !set.contains(id) && set.len() >= self.limit as usize)
+            .collect()
+    }
+
+    fn remember<'a>(&self, service: &str, ids: impl Iterator<Item = &'a i64>) {
+        let mut admitted = self.admitted.lock().expect("admitted lock");
+        let set = admitted.entry(service.to_owned()).or_default();
+        for id in ids {
+            if set.len() < self.limit as usize {
+                set.insert(*id);
+            }
+        }
+    }
+}
