@@ -10,6 +10,7 @@ use tidemark_aggregator::{Aggregator, AggregatorDeps};
 use tidemark_alerter::Alerter;
 use tidemark_api::{Api, ApiDeps};
 use tidemark_core::auth::KeyStore;
+use tidemark_core::backlog::Backlog;
 use tidemark_core::http::{Ops, ReadyCheck};
 use tidemark_core::{db, hot, kafka, telemetry, Config};
 use tidemark_ingest::{Ingest, IngestDeps};
@@ -23,6 +24,8 @@ pub struct Shared {
     pub pool: PgPool,
     pub redis: redis::aio::ConnectionManager,
     pub keys: Arc<KeyStore>,
+    /// Set when the broker is `standalone`'s embedded one.
+    pub backlog: Option<Arc<Backlog>>,
     metadata_client: Arc<BaseConsumer>,
 }
 
@@ -45,6 +48,7 @@ impl Shared {
         Ok(Self {
             brokers: brokers.to_owned(),
             keys: Arc::new(KeyStore::new(pool.clone())),
+            backlog: None,
             metadata_client: Arc::new(kafka::client_config(brokers).create()?),
             pool,
             redis,
@@ -131,6 +135,7 @@ pub async fn run(
                     keys: shared.keys.clone(),
                     redis: shared.redis.clone(),
                     ops: shared.ops(config),
+                    backlog: shared.backlog.clone(),
                 };
                 let ingest = Ingest::build(config, deps).await?;
                 tasks.spawn(ingest.run(token));
@@ -150,6 +155,7 @@ pub async fn run(
                     brokers: shared.brokers.clone(),
                     pool: shared.pool.clone(),
                     redis: shared.redis.clone(),
+                    backlog: shared.backlog.clone(),
                 };
                 let aggregator = Aggregator::build(config, deps).await?;
                 tasks.spawn(aggregator.run(token));

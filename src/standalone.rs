@@ -4,7 +4,10 @@
 
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
+use std::sync::Arc;
+
 use tidemark_core::auth::{self, Role as KeyRole};
+use tidemark_core::backlog::{Backlog, EMBEDDED_LIMIT_BYTES};
 use tidemark_core::Config;
 use tokio_util::sync::CancellationToken;
 
@@ -30,7 +33,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             servers
         }
     };
-    let shared = Shared::connect(&config, &brokers, true).await?;
+    let mut shared = Shared::connect(&config, &brokers, true).await?;
+    if _embedded.is_some() {
+        shared.backlog = Some(Arc::new(Backlog::new(
+            config.partitions,
+            EMBEDDED_LIMIT_BYTES,
+        )));
+    }
     if auth::key_count(&shared.pool).await? == 0 {
         let token = auth::create_key(&shared.pool, KeyRole::Admin, "standalone-admin").await?;
         println!("Created an admin API key (shown only this once):\n\n    {token}\n");

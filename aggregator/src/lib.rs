@@ -21,6 +21,7 @@ use rdkafka::consumer::{
 use rdkafka::message::Message;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use sqlx::PgPool;
+use tidemark_core::backlog::Backlog;
 use tidemark_core::hot::HotKeys;
 use tidemark_core::Config;
 use tokio_util::sync::CancellationToken;
@@ -56,6 +57,8 @@ pub struct AggregatorDeps {
     pub brokers: String,
     pub pool: PgPool,
     pub redis: redis::aio::ConnectionManager,
+    /// The embedded broker's bound (`standalone` only), released as samples commit.
+    pub backlog: Option<Arc<Backlog>>,
 }
 
 pub struct Aggregator {
@@ -67,6 +70,7 @@ pub struct Aggregator {
     flush_interval: Duration,
     states: HashMap<i32, PartitionState>,
     series: SeriesCache,
+    backlog: Option<Arc<Backlog>>,
 }
 
 impl Aggregator {
@@ -107,6 +111,7 @@ impl Aggregator {
             flush_interval: config.flush_interval,
             states: HashMap::new(),
             series: SeriesCache::default(),
+            backlog: deps.backlog,
         })
     }
 
@@ -311,6 +316,9 @@ impl Aggregator {
                 .get_mut(p)
                 .expect("committed partitions are held");
             folded += st.samples;
+            if let Some(backlog) = &self.backlog {
+                backlog.release(*p, st.bytes);
+            }
             *st = PartitionState::new(
                 Fence::Row(st.next_offset, self.cluster_id.clone()),
                 st.next_offset,

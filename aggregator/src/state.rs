@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use tidemark_core::backlog::sample_size;
 use tidemark_core::bucket::hour_start;
 use tidemark_core::series::series_id;
 use tidemark_core::Bucket;
@@ -36,6 +37,8 @@ pub struct PartitionState {
     pub next_offset: i64,
     pub buckets: HashMap<(i64, i64), (Arc<SeriesMeta>, Bucket)>,
     pub samples: u64,
+    /// Estimated encoded size of the folded samples (see `tidemark_core::backlog`).
+    pub bytes: u64,
 }
 
 impl PartitionState {
@@ -45,6 +48,7 @@ impl PartitionState {
             next_offset,
             buckets: HashMap::new(),
             samples: 0,
+            bytes: 0,
         }
     }
 
@@ -67,6 +71,7 @@ impl PartitionState {
                 .or_insert_with(|| (meta, Bucket::default()));
             bucket.add(s.value, s.count.max(1) as u64, s.error, s.timestamp);
             self.samples += s.count.max(1) as u64;
+            self.bytes += sample_size(&s.service, &s.metric, &s.tags);
         }
         self.next_offset = offset + 1;
     }

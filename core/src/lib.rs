@@ -3,6 +3,7 @@
 //! keys, HTTP plumbing and telemetry.
 
 pub mod auth;
+pub mod backlog;
 pub mod bucket;
 pub mod config;
 pub mod db;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use tidemark_core::backlog::{sample_size, Backlog};
 use tidemark_core::series::partition_of;
 use tidemark_core::Sample;
 use tidemark_schemas::{encode_sample_batch, SampleBatch, WireSample};
@@ -38,12 +39,15 @@ pub enum SubmitError {
     Rejected(Arc<str>),
     #[error("ingest is shutting down")]
     Closed,
+    #[error("the embedded broker holds as much unconsumed data as it safely can; the aggregator is behind")]
+    BacklogFull,
 }
 
 /// The submitting side; cheap to share between request handlers.
 pub struct Batcher {
     queues: Vec<mpsc::Sender<Part>>,
     ack_timeout: Duration,
+    backlog: Option<Arc<Backlog>>,
 }
 
 /// The partition tasks; they end once every [`Batcher`] is dropped and their batches
@@ -64,6 +68,8 @@ pub struct BatcherConfig {
     pub partitions: i32,
     pub linger: Duration,
     pub ack_timeout: Duration,
+    /// Set in `standalone` with its embedded broker.
+    pub backlog: Option<Arc<Backlog>>,
 }
 
 impl Batcher {
@@ -81,12 +87,14 @@ impl Batcher {
                 current: Vec::with_capacity(MAX_BATCH),
                 current_ack: watch::channel(None).0,
                 deadline: None,
+                backlog: config.backlog.clone(),
             };
             tasks.push(tokio::spawn(worker.run(rx)));
         }
         let batcher = Self {
             queues,
             ack_timeout: config.ack_timeout,
+            backlog: config.backlog,
         };
         (batcher, BatcherTasks(tasks))
     }
@@ -102,6 +110,9 @@ impl Batcher {
         let mut groups: Vec<Vec<Sample>> = (0..self.queues.len()).map(|_| Vec::new()).collect();
         for s in samples {
             groups[partition_of(s.series_id(), self.partitions()) as usize].push(s);
+        }
+        if let Some(backlog) = &self.backlog {
+            reserve(backlog, &groups)?;
         }
         let wait = async {
             let mut replies = Vec::new();
@@ -138,6 +149,27 @@ impl Batcher {
     }
 }
 
+/// Reserves backlog room for every group, or none at all.
+fn reserve(backlog: &Backlog, groups: &[Vec<Sample>]) -> Result<(), SubmitError> {
+    let sizes: Vec<u64> = groups
+        .iter()
+        .map(|g| {
+            g.iter()
+                .map(|s| sample_size(&s.service, &s.metric, &s.tags))
+                .sum()
+        })
+        .collect();
+    for (p, &bytes) in sizes.iter().enumerate() {
+        if !backlog.try_reserve(p as i32, bytes) {
+            for (q, &reserved) in sizes.iter().enumerate().take(p) {
+                backlog.release(q as i32, reserved);
+            }
+            return Err(SubmitError::BacklogFull);
+        }
+    }
+    Ok(())
+}
+
 struct PartitionWorker {
     producer: FutureProducer,
     topic: String,
@@ -146,6 +178,7 @@ struct PartitionWorker {
     current: Vec<WireSample>,
     current_ack: watch::Sender<Option<Outcome>>,
     deadline: Option<Instant>,
+    backlog: Option<Arc<Backlog>>,
 }
 
 impl PartitionWorker {
@@ -195,6 +228,14 @@ impl PartitionWorker {
         let samples = std::mem::replace(&mut self.current, Vec::with_capacity(MAX_BATCH));
         let ack = std::mem::replace(&mut self.current_ack, watch::channel(None).0);
         let size = samples.len();
+        let reserved = self.backlog.clone().map(|b| {
+            let bytes: u64 = samples
+                .iter()
+                .map(|s| sample_size(&s.service, &s.metric, &s.tags))
+                .sum();
+            (b, self.partition, bytes)
+        });
+        let ack = BatchAck { ack, reserved };
         let batch = SampleBatch {
             batch_id: uuid::Uuid::new_v4().to_string(),
             produced_at: chrono::Utc::now().timestamp_millis(),
@@ -203,7 +244,7 @@ impl PartitionWorker {
         let payload = match encode_sample_batch(&batch) {
             Ok(p) => p,
             Err(e) => {
-                fail(&ack, format!("encoding failed: {e}"));
+                ack.fail(format!("encoding failed: {e}"));
                 return;
             }
         };
@@ -218,23 +259,35 @@ impl PartitionWorker {
                         metrics::counter!("tidemark_ingest_samples_produced_total")
                             .increment(size as u64);
                         metrics::histogram!("tidemark_ingest_batch_samples").record(size as f64);
-                        let _ = ack.send(Some(Ok(())));
+                        let _ = ack.ack.send(Some(Ok(())));
                     }
-                    Ok(Err((e, _))) => fail(&ack, e.to_string()),
-                    Err(_) => fail(&ack, "producer closed".into()),
+                    Ok(Err((e, _))) => ack.fail(e.to_string()),
+                    Err(_) => ack.fail("producer closed".into()),
                 }
             })),
-            Err((e, _)) => fail(&ack, e.to_string()),
+            Err((e, _)) => ack.fail(e.to_string()),
         }
     }
 }
 
 type Delivery = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
-fn fail(ack: &watch::Sender<Option<Outcome>>, reason: String) {
-    tracing::warn!(%reason, "batch not acknowledged by the broker");
-    metrics::counter!("tidemark_ingest_produce_errors_total").increment(1);
-    let _ = ack.send(Some(Err(reason.into())));
+/// The waiters of one batch, and the backlog it reserved.
+struct BatchAck {
+    ack: watch::Sender<Option<Outcome>>,
+    reserved: Option<(Arc<Backlog>, i32, u64)>,
+}
+
+impl BatchAck {
+    /// The batch is not in the broker: tell its waiters and free its backlog room.
+    fn fail(self, reason: String) {
+        tracing::warn!(%reason, "batch not acknowledged by the broker");
+        metrics::counter!("tidemark_ingest_produce_errors_total").increment(1);
+        if let Some((backlog, partition, bytes)) = self.reserved {
+            backlog.release(partition, bytes);
+        }
+        let _ = self.ack.send(Some(Err(reason.into())));
+    }
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

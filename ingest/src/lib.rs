@@ -110,6 +110,8 @@ pub struct IngestDeps {
     pub keys: Arc<KeyStore>,
     pub redis: redis::aio::ConnectionManager,
     pub ops: Ops,
+    /// The embedded broker's bound (`standalone` only).
+    pub backlog: Option<Arc<tidemark_core::backlog::Backlog>>,
 }
 
 impl Ingest {
@@ -130,6 +132,7 @@ impl Ingest {
                 partitions,
                 linger: config.linger,
                 ack_timeout: config.ack_timeout,
+                backlog: deps.backlog,
             },
         );
         let state = IngestState {

@@ -12,6 +12,7 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{DefaultProducerContext, FutureProducer};
 use serde_json::{json, Value};
 use tidemark_core::auth::{create_key, KeyStore, Role};
+use tidemark_core::backlog::{sample_size, Backlog};
 use tidemark_ingest::{Batcher, BatcherConfig, Cardinality, IngestState};
 use tower::ServiceExt;
 
@@ -27,10 +28,14 @@ struct Harness {
 }
 
 async fn harness(ack_timeout: Duration) -> Harness {
-    harness_with_limit(ack_timeout, 1000).await
+    harness_with(ack_timeout, 1000, None).await
 }
 
-async fn harness_with_limit(ack_timeout: Duration, max_series: u32) -> Harness {
+async fn harness_with(
+    ack_timeout: Duration,
+    max_series: u32,
+    backlog: Option<Arc<Backlog>>,
+) -> Harness {
     let mock = MockCluster::new(1).unwrap();
     mock.create_topic(TOPIC, 3, 1).unwrap();
     let producer: FutureProducer =
@@ -44,6 +49,7 @@ async fn harness_with_limit(ack_timeout: Duration, max_series: u32) -> Harness {
             partitions: 3,
             linger: Duration::from_millis(5),
             ack_timeout,
+            backlog: backlog.clone(),
         },
     );
     let (_, pool) = fresh_database().await;
@@ -345,7 +351,7 @@ async fn broker_down_means_503_never_202_then_recovery() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sample_opening_a_series_past_the_limit_is_refused() {
-    let h = harness_with_limit(Duration::from_secs(5), 3).await;
+    let h = harness_with(Duration::from_secs(5), 3, None).await;
     let series = |svc: &str, route: &str| json!({"service": svc, "metric": "m", "value": 1.0, "tags": {"route": route}});
     let body = |v: Value| serde_json::to_vec(&v).unwrap();
     let (status, _, _) = post(
@@ -388,4 +394,76 @@ async fn a_sample_opening_a_series_past_the_limit_is_refused() {
         .map(|(_, b)| b.samples.len())
         .sum();
     assert_eq!(produced, 5, "the refused request produced nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_embedded_backlog_means_503_until_the_aggregator_catches_up() {
+    let backlog = Arc::new(Backlog::new(3, 4_000));
+    let h = harness_with(Duration::from_secs(5), 1000, Some(backlog.clone())).await;
+    let body = serde_json::to_vec(&(0..20).map(good).collect::<Vec<_>>()).unwrap();
+    let mut accepted = 0;
+    let refused = loop {
+        let (status, json, retry_after) =
+            post(&h.router, Some(&h.ingest_key), body.clone(), None).await;
+        match status {
+            StatusCode::ACCEPTED => accepted += 1,
+            StatusCode::SERVICE_UNAVAILABLE => break (json, retry_after),
+            other => panic!("unexpected {other}: {json}"),
+        }
+        assert!(accepted < 100, "the backlog bound never refused");
+    };
+    assert!(
+        refused.0["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("aggregator is behind"),
+        "{}",
+        refused.0
+    );
+    assert!(refused.1.is_some(), "Retry-After on 503");
+    assert!((0..3).all(|p| backlog.pending(p) <= 4_000));
+    // What the aggregator commits is released; then ingest accepts again.
+    for p in 0..3 {
+        backlog.release(p, backlog.pending(p));
+    }
+    assert_eq!(
+        post(&h.router, Some(&h.ingest_key), body, None).await.0,
+        StatusCode::ACCEPTED
+    );
+}
+
+#[test]
+fn the_backlog_size_estimate_bounds_the_avro_encoding() {
+    use std::collections::BTreeMap;
+    use tidemark_schemas::{encode_sample_batch, SampleBatch, WireSample};
+    let batch = |samples: Vec<WireSample>| SampleBatch {
+        batch_id: uuid::Uuid::new_v4().to_string(),
+        produced_at: i64::MAX,
+        samples,
+    };
+    let empty = encode_sample_batch(&batch(vec![])).unwrap().len() as u64;
+    let tag_sets: Vec<BTreeMap<String, String>> = vec![
+        BTreeMap::new(),
+        [("region".to_owned(), "eu".to_owned())].into(),
+        (0..16)
+            .map(|i| (format!("key{i:02}").repeat(5), "v".repeat(256)))
+            .collect(),
+    ];
+    for tags in tag_sets {
+        let s = WireSample {
+            service: "s".repeat(128),
+            metric: "m".into(),
+            value: f64::MAX,
+            count: i64::MAX,
+            error: true,
+            timestamp: i64::MIN,
+            tags,
+        };
+        let estimate = sample_size(&s.service, &s.metric, &s.tags);
+        let actual = encode_sample_batch(&batch(vec![s])).unwrap().len() as u64 - empty;
+        assert!(
+            actual <= estimate,
+            "encoded {actual} bytes > estimate {estimate}"
+        );
+    }
 }

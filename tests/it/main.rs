@@ -5,4 +5,5 @@
 mod blackbox;
 mod compose;
 mod ingest;
+mod standalone;
 mod support;

@@ -69,6 +69,16 @@ pub struct RoleProcess {
 }
 
 impl RoleProcess {
+    /// Asks for a graceful stop (SIGTERM) and waits for the exit status.
+    pub fn sigterm(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill -TERM");
+        self.child.wait().expect("wait for the child")
+    }
+
     pub fn sigkill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -95,13 +105,21 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
+    /// Roles on the external broker.
     pub async fn new(extra_env: &[(&str, &str)]) -> Self {
+        Self::build(Some(external_brokers()), extra_env).await
+    }
+
+    /// `standalone` with its embedded broker.
+    pub async fn embedded() -> Self {
+        Self::build(None, &[]).await
+    }
+
+    async fn build(brokers: Option<String>, extra_env: &[(&str, &str)]) -> Self {
         let (db_url, pool) = fresh_database().await;
         let prefix = unique("it");
-        let brokers = external_brokers();
         let (ingest, api, aggregator) = (free_addr(), free_addr(), free_addr());
         let mut env: Vec<(String, String)> = [
-            ("TIDEMARK_KAFKA_BROKERS", brokers.clone()),
             ("TIDEMARK_DATABASE_URL", db_url),
             ("TIDEMARK_REDIS_URL", redis_url()),
             ("TIDEMARK_TOPIC_PREFIX", prefix.clone()),
@@ -131,7 +149,7 @@ impl Pipeline {
             token,
             pool,
             prefix,
-            brokers,
+            brokers: brokers.unwrap_or_default(),
         }
     }
 
@@ -139,12 +157,13 @@ impl Pipeline {
     pub async fn start(&self, role: &'static str) -> RoleProcess {
         let child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
             .arg(role)
+            .env_remove("TIDEMARK_KAFKA_BROKERS")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .spawn()
             .expect("spawn tidemark");
         let addr = match role {
-            "ingest" => self.ingest,
+            "ingest" | "standalone" => self.ingest,
             "api" => self.api,
             "aggregator" => self.aggregator,
             other => panic!("no address for {other}"),

@@ -1,0 +1,78 @@
+//! A bound on the unconsumed bytes per partition, for the embedded broker of
+//! `standalone`: librdkafka's mock cluster keeps only 5 MiB per partition and drops older
+//! data silently, so ingest must refuse (503) before any partition's backlog gets near
+//! that. Ingest reserves an upper estimate of each sample's encoded size before producing
+//! it; the aggregator releases the same estimate once the sample is committed to Postgres.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Well under the mock's 5 MiB per partition.
+pub const EMBEDDED_LIMIT_BYTES: u64 = 4 * 1024 * 1024;
+
+pub struct Backlog {
+    limit: u64,
+    pending: Vec<AtomicU64>,
+}
+
+/// An upper bound of one sample's Avro size: strings with their length prefix, the
+/// fixed-size fields and the map framing.
+pub fn sample_size(service: &str, metric: &str, tags: &BTreeMap<String, String>) -> u64 {
+    let strings = service.len()
+        + metric.len()
+        + tags
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 4)
+            .sum::<usize>();
+    (strings + 40) as u64
+}
+
+impl Backlog {
+    pub fn new(partitions: i32, limit: u64) -> Self {
+        Self {
+            limit,
+            pending: (0..partitions).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// Adds `bytes` to the partition's backlog unless that would pass the limit.
+    pub fn try_reserve(&self, partition: i32, bytes: u64) -> bool {
+        let slot = &self.pending[partition as usize];
+        slot.fetch_update(Ordering::AcqRel, Ordering::Acquire, |pending| {
+            (pending + bytes <= self.limit).then_some(pending + bytes)
+        })
+        .is_ok()
+    }
+
+    /// Takes `bytes` off the partition's backlog (consumed, or never produced).
+    pub fn release(&self, partition: i32, bytes: u64) {
+        let _ = self.pending[partition as usize].fetch_update(
+            Ordering::AcqRel,
+            Ordering::Acquire,
+            |p| Some(p.saturating_sub(bytes)),
+        );
+    }
+
+    pub fn pending(&self, partition: i32) -> u64 {
+        self.pending[partition as usize].load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reservations_stop_at_the_limit_and_resume_after_release() {
+        let b = Backlog::new(2, 100);
+        assert!(b.try_reserve(0, 60));
+        assert!(!b.try_reserve(0, 41), "would pass the limit");
+        assert!(b.try_reserve(1, 100), "partitions are bounded separately");
+        assert!(b.try_reserve(0, 40));
+        b.release(0, 50);
+        assert_eq!(b.pending(0), 50);
+        assert!(b.try_reserve(0, 50));
+        b.release(1, 1000);
+        assert_eq!(b.pending(1), 0, "never below zero");
+    }
+}
