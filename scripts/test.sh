@@ -15,6 +15,11 @@ fail() { echo "test.sh: $*" >&2; exit 1; }
 pg_isready -h 127.0.0.1 -p 5432 -q || fail "PostgreSQL is not answering on 127.0.0.1:5432; start it first"
 [ "$(redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null)" = "PONG" ] || fail "Redis is not answering on 127.0.0.1:6379; start it first"
 
+# Databases and Redis keys left by earlier runs (each test makes its own).
+psql -h 127.0.0.1 -U postgres -d postgres -Atc "SELECT datname FROM pg_database WHERE datname LIKE 'tm\_it\_%'" |
+  while read -r db; do psql -h 127.0.0.1 -U postgres -d postgres -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)"; done
+redis-cli -h 127.0.0.1 -p 6379 --scan --pattern 'it????????????:*' | xargs -r redis-cli -h 127.0.0.1 -p 6379 del >/dev/null
+
 if ! command -v tansu >/dev/null; then
   echo "test.sh: installing the tansu broker (one time, ~20 minutes on 2 cores)"
   cargo install tansu --version 0.6.0 --locked --features dynostore,libsql

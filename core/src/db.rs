@@ -25,9 +25,18 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-fn unreachable(url: &Secret, err: impl std::fmt::Display) -> anyhow::Error {
+fn unreachable(url: &Secret, err: sqlx::Error) -> anyhow::Error {
+    let missing_database = err
+        .as_database_error()
+        .and_then(|e| e.code())
+        .is_some_and(|c| c == "3D000");
+    let hint = if missing_database {
+        "run `tidemark migrate` to create it, or set TIDEMARK_DATABASE_URL"
+    } else {
+        "start PostgreSQL or set TIDEMARK_DATABASE_URL"
+    };
     anyhow::anyhow!(
-        "cannot connect to PostgreSQL at {} ({err}); start PostgreSQL or set TIDEMARK_DATABASE_URL",
+        "cannot connect to PostgreSQL at {} ({err}); {hint}",
         redact_url(url.expose())
     )
 }

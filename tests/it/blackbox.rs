@@ -1,12 +1,14 @@
 //! Black-box tests: ingest, aggregator and API as separate processes against the
 //! external broker (tansu), real Postgres and real Redis.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
+use serde_json::Value;
 
 use crate::support::{
-    assert_api_matches, generate, push, read_topic, stored_count, wait_stored, Pipeline,
+    assert_api_matches, generate, push, read_topic, stored_count, wait_stored, Pipeline, Tally,
 };
 
 fn now_ms() -> i64 {
@@ -15,6 +17,14 @@ fn now_ms() -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn samples_travel_end_to_end_exactly() {
+    // The health views speak of the current hour: keep the test inside one.
+    let into_hour = now_ms().rem_euclid(tidemark_core::bucket::HOUR_MS);
+    if into_hour > tidemark_core::bucket::HOUR_MS - 30_000 {
+        tokio::time::sleep(Duration::from_millis(
+            (tidemark_core::bucket::HOUR_MS - into_hour) as u64 + 1_000,
+        ))
+        .await;
+    }
     let p = Pipeline::new(&[]).await;
     let _ingest = p.start("ingest").await;
     let _aggregator = p.start("aggregator").await;
@@ -45,6 +55,8 @@ async fn samples_travel_end_to_end_exactly() {
     );
 
     assert_eq!(assert_api_matches(p.api, &p.token, &tally).await, sent);
+    assert_health_matches(&p, &tally).await;
+    assert_metrics(&p, 12_000).await;
 
     let batches = read_topic(&p.brokers, &format!("{}.samples", p.prefix));
     let largest = batches.iter().map(|(_, b)| b.samples.len()).max().unwrap();
@@ -119,4 +131,127 @@ async fn killing_the_aggregator_loses_and_duplicates_nothing() {
     wait_stored(&p.pool, sent as i64).await;
     assert_eq!(assert_api_matches(p.api, &p.token, &tally).await, sent);
     println!("after {kills} SIGKILLs: acknowledged {sent}, stored {sent}, lost 0, duplicated 0");
+}
+
+async fn get(url: String, token: &str) -> Value {
+    reqwest::Client::new()
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// The current hour's counts per service and per metric, from the hot copy and — once
+/// the hot copy is marked incomplete — from Postgres.
+async fn assert_health_matches(p: &Pipeline, tally: &Tally) {
+    let current = tidemark_core::bucket::hour_start(chrono::Utc::now().timestamp_millis());
+    let mut expected: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
+    for ((key, hour), e) in tally {
+        if *hour == current {
+            let slot = expected
+                .entry((key.service.clone(), key.metric.clone()))
+                .or_default();
+            slot.0 += e.count();
+            slot.1 += e.errors();
+        }
+    }
+    let mut redis = redis::Client::open(crate::support::redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    for source in ["redis", "postgres"] {
+        if source == "postgres" {
+            let _: () = redis::cmd("DEL")
+                .arg(format!("{}:hot:ready", p.prefix))
+                .query_async(&mut redis)
+                .await
+                .unwrap();
+        }
+        let list = get(format!("http://{}/v1/health/services", p.api), &p.token).await;
+        let services = list["services"].as_array().unwrap();
+        for s in services {
+            let name = s["service"].as_str().unwrap();
+            let (count, errors) = expected
+                .iter()
+                .filter(|((svc, _), _)| svc == name)
+                .fold((0, 0), |acc, (_, c)| (acc.0 + c.0, acc.1 + c.1));
+            assert_eq!(
+                s["current_hour"]["count"].as_u64().unwrap(),
+                count,
+                "{name} from {source}"
+            );
+            assert_eq!(
+                s["current_hour"]["error_count"].as_u64().unwrap(),
+                errors,
+                "{name} from {source}"
+            );
+            assert_eq!(s["source"], source);
+            let rate = errors as f64 / count as f64;
+            let status = if rate >= 0.5 {
+                "down"
+            } else if rate >= 0.05 {
+                "degraded"
+            } else {
+                "healthy"
+            };
+            assert_eq!(s["status"], status, "error rate {rate}: {s}");
+        }
+        let one = get(
+            format!("http://{}/v1/health/services/svc-0", p.api),
+            &p.token,
+        )
+        .await;
+        for (metric, stats) in one["metrics"].as_object().unwrap() {
+            let (count, errors) = expected[&("svc-0".to_owned(), metric.clone())];
+            assert_eq!(
+                (
+                    stats["count"].as_u64().unwrap(),
+                    stats["error_count"].as_u64().unwrap()
+                ),
+                (count, errors),
+                "svc-0 {metric} from {source}"
+            );
+        }
+    }
+    let missing = reqwest::Client::new()
+        .get(format!("http://{}/v1/health/services/nope", p.api))
+        .bearer_auth(&p.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+}
+
+/// Each role's `/metrics` speaks Prometheus text and counts what happened.
+async fn assert_metrics(p: &Pipeline, samples: u64) {
+    let text = |addr: std::net::SocketAddr| async move {
+        reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let ingest = text(p.ingest).await;
+    assert!(
+        ingest.contains(&format!("tidemark_ingest_samples_accepted_total {samples}")),
+        "{ingest}"
+    );
+    let aggregator = text(p.aggregator).await;
+    assert!(
+        aggregator.contains("tidemark_aggregator_flush_duration_seconds_bucket"),
+        "{aggregator}"
+    );
+    let api = text(p.api).await;
+    assert!(
+        api.contains(
+            r#"tidemark_http_requests_total{route="/v1/series",method="GET",status="200"}"#
+        ),
+        "{api}"
+    );
 }

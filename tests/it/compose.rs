@@ -632,7 +632,7 @@ fn grafana_dashboards_are_mounted_and_use_the_provisioned_datasource() {
         "tidemark_aggregator_samples_folded_total",
         "tidemark_aggregator_flush_duration_seconds_bucket",
         "tidemark_service_health_status",
-        "tidemark_service_p95_seconds",
+        "tidemark_service_latency",
     ] {
         assert!(
             exprs.iter().any(|e| e.contains(metric)),

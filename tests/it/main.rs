@@ -6,4 +6,5 @@ mod blackbox;
 mod compose;
 mod ingest;
 mod standalone;
+mod startup;
 mod support;

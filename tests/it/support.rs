@@ -134,6 +134,11 @@ impl Pipeline {
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
         env.extend(
+            brokers
+                .iter()
+                .map(|b| ("TIDEMARK_KAFKA_BROKERS".to_owned(), b.clone())),
+        );
+        env.extend(
             extra_env
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
@@ -168,26 +173,24 @@ impl Pipeline {
             "aggregator" => self.aggregator,
             other => panic!("no address for {other}"),
         };
-        let process = RoleProcess { child };
-        wait_ready(addr, role).await;
-        process
-    }
-}
-
-pub async fn wait_ready(addr: SocketAddr, what: &str) {
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(r) = client.get(format!("http://{addr}/readyz")).send().await {
-            if r.status().is_success() {
-                return;
+        let mut process = RoleProcess { child };
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = client.get(format!("http://{addr}/readyz")).send().await {
+                if r.status().is_success() {
+                    return process;
+                }
             }
+            if let Ok(Some(status)) = process.child.try_wait() {
+                panic!("{role} exited at start with {status}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{role} on {addr} did not become ready within 60s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        assert!(
-            Instant::now() < deadline,
-            "{what} on {addr} did not become ready within 60s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
