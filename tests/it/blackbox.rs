@@ -255,3 +255,44 @@ async fn assert_metrics(p: &Pipeline, samples: u64) {
         "{api}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_samples_fold_into_their_long_flushed_hour() {
+    let p = Pipeline::new(&[]).await;
+    let _ingest = p.start("ingest").await;
+    let _aggregator = p.start("aggregator").await;
+    let _api = p.start("api").await;
+
+    let now = now_ms();
+    let (recent, mut tally) = generate(31, 2_000, 2, now);
+    let mut sent: u64 = tally.values().map(|e| e.count()).sum();
+    assert!(push(p.ingest, &p.token, recent, 8)
+        .await
+        .iter()
+        .all(|r| r.1 == 202));
+    wait_stored(&p.pool, sent as i64).await;
+
+    // Six days ago, in two rounds: the second lands on an hour already in Postgres.
+    for (round, seed) in [(0, 32), (1, 33)] {
+        let six_days_ago = now - 6 * 86_400_000 + round * 1_000;
+        let (late, late_tally) = generate(seed, 1_000, 2, six_days_ago);
+        assert!(push(p.ingest, &p.token, late, 8)
+            .await
+            .iter()
+            .all(|r| r.1 == 202));
+        for (k, e) in late_tally {
+            sent += e.count();
+            tally
+                .entry(k)
+                .or_default()
+                .observations
+                .extend(e.observations);
+        }
+        wait_stored(&p.pool, sent as i64).await;
+    }
+    assert_eq!(assert_api_matches(p.api, &p.token, &tally).await, sent);
+    // Too late (beyond 7 days) is refused at the door.
+    let too_old = serde_json::json!([{"service": "svc-0", "metric": "m", "value": 1, "timestamp": now - 8 * 86_400_000}]);
+    let status = push(p.ingest, &p.token, vec![too_old], 1).await[0].1;
+    assert_eq!(status, 400);
+}
