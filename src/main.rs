@@ -1,6 +1,7 @@
 //! The `tidemark` binary: parses flags, loads configuration, starts telemetry and runs
 //! one role (or all of them) until SIGINT/SIGTERM.
 
+mod replay;
 mod roles;
 mod standalone;
 
@@ -38,6 +39,15 @@ enum Command {
     Standalone,
     /// Applies the Postgres migrations.
     Migrate,
+    /// Rebuilds the buckets of a time range from what Kafka still retains.
+    Replay {
+        /// Start of the range: RFC 3339 or Unix milliseconds (widened to the hour).
+        #[arg(long)]
+        from: String,
+        /// End of the range (default: now).
+        #[arg(long)]
+        to: Option<String>,
+    },
     /// Manages API keys.
     Keys {
         #[command(subcommand)]
@@ -101,6 +111,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             println!("{token}");
             return Ok(());
         }
+        Command::Replay { from, to } => return replay::run(&config, &from, to.as_deref()).await,
         Command::Ingest => Role::Ingest,
         Command::Aggregator => Role::Aggregator,
         Command::Alerter => Role::Alerter,

@@ -8,6 +8,7 @@
 //! fences off a stale owner after a rebalance.
 
 pub mod hot;
+pub mod replay;
 pub mod state;
 pub mod store;
 

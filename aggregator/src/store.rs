@@ -8,7 +8,7 @@ use sqlx::{PgPool, Postgres, Row, Transaction};
 use tidemark_core::db::{bucket_from_row, BUCKET_COLUMNS};
 use tidemark_core::Bucket;
 
-use crate::state::{Fence, PartitionState};
+use crate::state::{Fence, PartitionState, SeriesMeta};
 
 /// The stored offset row of a partition.
 pub async fn load_fence(pool: &PgPool, topic: &str, partition: i32) -> sqlx::Result<Fence> {
@@ -53,7 +53,11 @@ pub async fn flush(
         }
     }
     let committed: Vec<&PartitionState> = out.committed.iter().map(|p| &states[p]).collect();
-    upsert_series(&mut tx, &committed).await?;
+    let series: Vec<&SeriesMeta> = committed
+        .iter()
+        .flat_map(|st| st.buckets.values().map(|(meta, _)| meta.as_ref()))
+        .collect();
+    upsert_series(&mut tx, &series).await?;
     let mut deltas: Vec<(i32, i64, i64, &Bucket)> = Vec::new();
     for (&p, st) in out.committed.iter().zip(&committed) {
         deltas.extend(
@@ -109,14 +113,15 @@ async fn advance_offset(
     Ok(result.rows_affected() == 1)
 }
 
-async fn upsert_series(
+/// Inserts the series not yet known.
+pub(crate) async fn upsert_series(
     tx: &mut Transaction<'_, Postgres>,
-    states: &[&PartitionState],
+    series: &[&SeriesMeta],
 ) -> sqlx::Result<()> {
     let mut seen = std::collections::HashSet::new();
     let (mut ids, mut services, mut metrics, mut tags) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for (meta, _) in states.iter().flat_map(|st| st.buckets.values()) {
+    for meta in series.iter().copied() {
         if seen.insert(meta.id) {
             ids.push(meta.id);
             services.push(meta.service.as_str());
@@ -163,7 +168,8 @@ async fn lock_stored(
         .collect()
 }
 
-async fn write_buckets(
+/// Writes full bucket values (already merged with what was stored).
+pub(crate) async fn write_buckets(
     tx: &mut Transaction<'_, Postgres>,
     buckets: &[(i32, i64, i64, Bucket)],
 ) -> sqlx::Result<()> {

@@ -15,8 +15,8 @@ use tidemark_core::hot::metric_of;
 use tidemark_core::http::ApiError;
 use tidemark_core::Bucket;
 
-use crate::series::rfc3339;
 use crate::ApiState;
+use tidemark_core::sample::format_instant;
 
 /// No sample for this long makes a service `stale`.
 const STALE_AFTER_MS: i64 = 10 * 60_000;
@@ -224,8 +224,8 @@ pub async fn compute(
             ServiceHealth {
                 status: status(now, acc.last, &acc.all),
                 service,
-                last_sample_at: acc.last.map(rfc3339),
-                hour_start: rfc3339(current),
+                last_sample_at: acc.last.map(format_instant),
+                hour_start: format_instant(current),
                 current_hour,
                 latency_metric: state.latency_metric.clone(),
                 metrics: detail.then(|| {

@@ -11,7 +11,7 @@ use sqlx::Row;
 use tidemark_core::bucket::HOUR_MS;
 use tidemark_core::db::{bucket_from_row, BUCKET_COLUMNS};
 use tidemark_core::http::ApiError;
-use tidemark_core::sample::parse_instant;
+use tidemark_core::sample::{format_instant, parse_instant};
 use tidemark_core::Bucket;
 
 use crate::ApiState;
@@ -50,7 +50,7 @@ pub struct BucketView {
 impl BucketView {
     pub fn new(start_ms: i64, b: &Bucket) -> Self {
         Self {
-            start: rfc3339(start_ms),
+            start: format_instant(start_ms),
             start_ms,
             count: b.count,
             error_count: b.error_count,
@@ -64,12 +64,6 @@ impl BucketView {
             p99: b.quantile(0.99),
         }
     }
-}
-
-pub fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_default()
 }
 
 #[derive(Debug, Serialize)]
@@ -181,8 +175,8 @@ pub async fn get_series(
         })
         .collect();
     Ok(Json(serde_json::json!({
-        "from": rfc3339(from),
-        "to": rfc3339(to),
+        "from": format_instant(from),
+        "to": format_instant(to),
         "step": if step == DAY_MS { "1d" } else { "1h" },
         "series": series,
     })))

@@ -108,6 +108,13 @@ pub fn parse_instant(text: &str) -> Result<i64, String> {
         .map_err(|e| format!("is neither RFC 3339 nor Unix milliseconds: {e}"))
 }
 
+/// RFC 3339 (UTC, milliseconds) of Unix milliseconds, as every response shows instants.
+pub fn format_instant(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_else(|| ms.to_string())
+}
+
 fn parse_timestamp(
     input: Option<TimestampInput<'_>>,
     bounds: TimeBounds,

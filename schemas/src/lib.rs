@@ -9,8 +9,14 @@
 //! consumers can be upgraded independently as long as the schemas stay
 //! compatible.
 //!
+//! Messages of the samples topic are encoded, and decoded when written with
+//! the current [`SAMPLES_SCHEMA`], by a hand-written codec specific to that
+//! schema (tested byte for byte against apache-avro); other writer schemas
+//! are resolved by apache-avro.
+//!
 //! This is the only crate of the workspace that depends on `apache-avro`.
 
+mod codec;
 mod fingerprint;
 
 use std::collections::{BTreeMap, HashMap};
@@ -18,7 +24,6 @@ use std::sync::LazyLock;
 
 use apache_avro::schema::{Names, ResolvedSchema};
 use apache_avro::schema_compatibility::SchemaCompatibility;
-use apache_avro::writer::datum::GenericDatumWriter;
 use apache_avro::{GenericSingleObjectReader, Schema};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -178,7 +183,7 @@ impl Decoder {
     /// its writer schema to the reader schema. The whole of `bytes` must be
     /// one message. Never panics, whatever the bytes.
     pub fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, SchemaError> {
-        let fingerprint = read_header(bytes)?;
+        let (fingerprint, _) = read_header(bytes)?;
         let writer = self
             .writers
             .get(&fingerprint)
@@ -218,9 +223,10 @@ fn single_object_reader(
         .map_err(|e| SchemaError::InvalidSchema(e.to_string()))
 }
 
-/// Checks the single-object header of `bytes` and returns its fingerprint.
-fn read_header(bytes: &[u8]) -> Result<u64, SchemaError> {
-    let Some((header, _)) = bytes.split_first_chunk::<HEADER_LEN>() else {
+/// Checks the single-object header of `bytes` and returns its fingerprint and
+/// the datum that follows it.
+fn read_header(bytes: &[u8]) -> Result<(u64, &[u8]), SchemaError> {
+    let Some((header, datum)) = bytes.split_first_chunk::<HEADER_LEN>() else {
         return Err(SchemaError::NotSingleObject(
             "shorter than the 10-byte header",
         ));
@@ -230,73 +236,39 @@ fn read_header(bytes: &[u8]) -> Result<u64, SchemaError> {
     }
     let mut fingerprint = [0; 8];
     fingerprint.copy_from_slice(&header[2..]);
-    Ok(u64::from_le_bytes(fingerprint))
+    Ok((u64::from_le_bytes(fingerprint), datum))
 }
 
-/// The samples schema, parsed once (checked by tests to be valid).
-static SAMPLES: LazyLock<Schema> =
-    LazyLock::new(|| parse_schema(SAMPLES_SCHEMA).expect("embedded samples schema is valid"));
+/// Fingerprint of [`SAMPLES_SCHEMA`] (checked by tests). The hand-written
+/// codec of the `codec` module implements exactly this schema: a message
+/// carrying this fingerprint is decoded by it.
+const SAMPLES_FINGERPRINT: u64 = 0x4931_6f5d_e45a_ea03;
 
-/// Writer of samples topic messages.
-struct SamplesEncoder {
-    header: [u8; HEADER_LEN],
-    /// Serializes a [`SampleBatch`] straight into the output buffer against
-    /// the schema, without building an intermediate `apache_avro::types::Value`.
-    writer: GenericDatumWriter<'static>,
-}
-
-static SAMPLES_ENCODER: LazyLock<SamplesEncoder> = LazyLock::new(|| SamplesEncoder {
-    header: header(fingerprint_of(&SAMPLES)),
-    writer: GenericDatumWriter::builder(&SAMPLES)
-        .build()
-        .expect("embedded samples schema is valid"),
-});
-
-/// Decoder of the samples topic (the embedded schema is checked by tests).
+/// Decoder of the samples topic for writer schemas other than the current
+/// one (the embedded schema is checked by tests).
 static SAMPLES_DECODER: LazyLock<Decoder> =
     LazyLock::new(|| Decoder::new(SAMPLES_SCHEMA).expect("embedded samples schema is valid"));
 
 /// Encodes `batch` as a single-object message of [`SAMPLES_SCHEMA`].
+///
+/// Every `SampleBatch` is a valid datum of the schema, so this does not
+/// fail; the `Result` leaves room for schemas with constraints.
 pub fn encode_sample_batch(batch: &SampleBatch) -> Result<Vec<u8>, SchemaError> {
-    let encoder = &*SAMPLES_ENCODER;
-    let mut out = Vec::with_capacity(encoded_len_estimate(batch));
-    out.extend_from_slice(&encoder.header);
-    encoder
-        .writer
-        .write_ser(&mut out, batch)
-        .map_err(|e| SchemaError::Encode(e.to_string()))?;
+    let mut out = Vec::with_capacity(codec::encoded_len_estimate(batch));
+    out.extend_from_slice(&header(SAMPLES_FINGERPRINT));
+    codec::write_sample_batch(&mut out, batch);
     Ok(out)
 }
 
-/// Decodes a single-object message written with [`SAMPLES_SCHEMA`].
+/// Decodes a single-object message written with [`SAMPLES_SCHEMA`] (by the
+/// hand-written codec), or with another writer schema known to the samples
+/// decoder (resolved by apache-avro). The whole of `bytes` must be one
+/// message. Never panics, whatever the bytes.
 pub fn decode_sample_batch(bytes: &[u8]) -> Result<SampleBatch, SchemaError> {
-    SAMPLES_DECODER.decode(bytes)
-}
-
-/// An upper estimate of the encoded length of `batch`, so that encoding
-/// allocates once.
-fn encoded_len_estimate(batch: &SampleBatch) -> usize {
-    // A long, or the length of a string or of an array/map block, takes at
-    // most 10 bytes as a zig-zag varint.
-    const VARINT: usize = 10;
-    let string = |s: &String| VARINT + s.len();
-    // A non-empty array or map is one block (count, items) and an end marker.
-    let block = 2 * VARINT;
-    let sample = |s: &WireSample| {
-        string(&s.service)
-            + string(&s.metric)
-            + 8 // value
-            + VARINT // count
-            + 1 // error
-            + VARINT // timestamp
-            + block
-            + s.tags.iter().map(|(k, v)| string(k) + string(v)).sum::<usize>()
-    };
-    HEADER_LEN
-        + string(&batch.batch_id)
-        + VARINT
-        + block
-        + batch.samples.iter().map(sample).sum::<usize>()
+    match read_header(bytes)? {
+        (SAMPLES_FINGERPRINT, datum) => codec::read_sample_batch(datum),
+        _ => SAMPLES_DECODER.decode(bytes),
+    }
 }
 
 #[cfg(test)]
@@ -313,30 +285,19 @@ mod tests {
             read_header(&[0xC3, 0x02, 0, 0, 0, 0, 0, 0, 0, 0]),
             Err(SchemaError::NotSingleObject(_))
         ));
-        let h = header(0x0102_0304_0506_0708);
+        let mut h = header(0x0102_0304_0506_0708).to_vec();
         assert_eq!(h, [0xC3, 0x01, 8, 7, 6, 5, 4, 3, 2, 1]);
-        assert_eq!(read_header(&h).unwrap(), 0x0102_0304_0506_0708);
+        assert_eq!(read_header(&h).unwrap(), (0x0102_0304_0506_0708, &[][..]));
+        h.push(42);
+        assert_eq!(read_header(&h).unwrap(), (0x0102_0304_0506_0708, &[42][..]));
     }
 
     #[test]
-    fn estimate_is_an_upper_bound() {
-        let batch = SampleBatch {
-            batch_id: "b".repeat(36),
-            produced_at: i64::MIN,
-            samples: (0..100)
-                .map(|i| WireSample {
-                    service: "svc".into(),
-                    metric: format!("metric-{i}"),
-                    value: f64::MAX,
-                    count: i64::MAX,
-                    error: true,
-                    timestamp: i64::MIN,
-                    tags: [("k".to_string(), "v".repeat(i))].into(),
-                })
-                .collect(),
-        };
-        let encoded = encode_sample_batch(&batch).unwrap();
-        assert!(encoded.len() <= encoded_len_estimate(&batch));
-        assert!(encoded.capacity() == encoded_len_estimate(&batch));
+    fn samples_fingerprint_is_the_embedded_schema_s() {
+        assert_eq!(
+            schema_fingerprint(SAMPLES_SCHEMA).unwrap(),
+            SAMPLES_FINGERPRINT
+        );
+        assert_eq!(SAMPLES_DECODER.reader_fingerprint, SAMPLES_FINGERPRINT);
     }
 }

@@ -285,30 +285,481 @@ fn reference_datum(batch: &SampleBatch) -> Vec<u8> {
     datum
 }
 
-/// The serde-based encoder writes the same datum as apache-avro's generic
-/// `Value` writer (the reference for a future hand-written encoder).
+/// A batch of edge values: empty and unicode strings, extreme longs, signed
+/// zeros, infinities and NaNs of several bit patterns, empty and large tag
+/// maps.
+fn edge_batch() -> SampleBatch {
+    let nans = [
+        f64::NAN.to_bits(),
+        (-f64::NAN).to_bits(),
+        0x7FF0_0000_0000_0001, // signalling NaN
+        0xFFF8_0000_DEAD_BEEF, // negative quiet NaN with a payload
+        0x7FFF_FFFF_FFFF_FFFF,
+    ];
+    let specials = [
+        0.0,
+        -0.0,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::MIN,
+        f64::MAX,
+        f64::MIN_POSITIVE,
+        f64::from_bits(1), // smallest subnormal
+        -f64::from_bits(1),
+        f64::EPSILON,
+    ];
+    let longs = [0, 1, -1, 63, -64, 64, -65, i64::MAX, i64::MIN, i64::MIN + 1];
+    let big_tags: BTreeMap<String, String> = (0..16)
+        .map(|i| {
+            (
+                format!("tag-{i:02}"),
+                char::from(b'a' + i).to_string().repeat(256),
+            )
+        })
+        .collect();
+    let mut samples = Vec::new();
+    for (i, value) in nans
+        .iter()
+        .map(|&bits| f64::from_bits(bits))
+        .chain(specials)
+        .enumerate()
+    {
+        samples.push(WireSample {
+            service: ["", "svc", "ünïcödé", "\u{1F600}\u{0}\u{10FFFF}"][i % 4].to_string(),
+            metric: "m".repeat(i * 13),
+            value,
+            count: longs[i % longs.len()],
+            error: i % 3 == 0,
+            timestamp: longs[(i + 3) % longs.len()],
+            tags: match i % 4 {
+                0 => BTreeMap::new(),
+                1 => tags(&[("", "")]),
+                2 => big_tags.clone(),
+                _ => tags(&[("région", "eu-west-1 ✓"), ("host", ""), ("", "x")]),
+            },
+        });
+    }
+    SampleBatch {
+        batch_id: "\u{1F600}".to_string(),
+        produced_at: i64::MIN,
+        samples,
+    }
+}
+
+/// An empty batch: empty id, no samples.
+fn empty_batch() -> SampleBatch {
+    SampleBatch {
+        batch_id: String::new(),
+        produced_at: i64::MAX,
+        samples: Vec::new(),
+    }
+}
+
+/// `batch` with its `f64`s replaced by their bit patterns, to compare
+/// batches holding NaNs exactly.
+type Comparable = (
+    String,
+    i64,
+    Vec<(String, String, u64, i64, bool, i64, Vec<(String, String)>)>,
+);
+
+fn comparable(batch: &SampleBatch) -> Comparable {
+    let samples = batch
+        .samples
+        .iter()
+        .map(|s| {
+            (
+                s.service.clone(),
+                s.metric.clone(),
+                s.value.to_bits(),
+                s.count,
+                s.error,
+                s.timestamp,
+                s.tags.clone().into_iter().collect(),
+            )
+        })
+        .collect();
+    (batch.batch_id.clone(), batch.produced_at, samples)
+}
+
+fn assert_same(left: &SampleBatch, right: &SampleBatch) {
+    assert_eq!(comparable(left), comparable(right));
+}
+
+/// A random string of up to `max` characters, mixing 1- to 4-byte UTF-8.
+fn random_string(rng: &mut XorShift, max: usize) -> String {
+    const CHARS: [char; 8] = ['a', 'z', '-', '\0', 'é', '✓', '\u{1F600}', '\u{10FFFF}'];
+    let len = rng.below(max + 1);
+    (0..len).map(|_| CHARS[rng.below(CHARS.len())]).collect()
+}
+
+/// A random long, of any varint length.
+fn random_long(rng: &mut XorShift) -> i64 {
+    let bits = rng.below(65);
+    let n = if bits == 64 {
+        rng.next()
+    } else {
+        rng.next() & ((1 << bits) - 1)
+    };
+    n as i64 * if rng.below(2) == 0 { 1 } else { -1 }
+}
+
+/// A random valid batch of up to `max_samples` samples.
+fn random_batch(rng: &mut XorShift, max_samples: usize) -> SampleBatch {
+    let samples = (0..rng.below(max_samples + 1))
+        .map(|_| WireSample {
+            service: random_string(rng, 12),
+            metric: random_string(rng, 20),
+            // Any bit pattern: normal, subnormal, infinite, NaN.
+            value: f64::from_bits(rng.next()),
+            count: random_long(rng),
+            error: rng.below(2) == 1,
+            timestamp: random_long(rng),
+            tags: (0..rng.below(5))
+                .map(|_| (random_string(rng, 8), random_string(rng, 70)))
+                .collect(),
+        })
+        .collect();
+    SampleBatch {
+        batch_id: random_string(rng, 40),
+        produced_at: random_long(rng),
+        samples,
+    }
+}
+
+/// The message of `batch` as the previous, serde-based encoder wrote it:
+/// apache-avro's `GenericDatumWriter::write_ser`.
+fn serde_encoded(batch: &SampleBatch) -> Vec<u8> {
+    encode_with(SAMPLES_SCHEMA, batch)
+}
+
+/// Decodes with apache-avro only (`Decoder::decode` deserializes with
+/// apache-avro's serde support, whatever the writer schema).
+fn apache_decode(bytes: &[u8]) -> Result<SampleBatch, SchemaError> {
+    Decoder::new(SAMPLES_SCHEMA).unwrap().decode(bytes)
+}
+
+/// The hand-written encoder writes the same datum as apache-avro's generic
+/// `Value` writer.
 #[test]
 fn encoding_matches_apache_avro_value_writer() {
     // `Value::Map` is a `HashMap`, written in arbitrary order: the bytes are
     // comparable when every map has at most one entry.
-    let mut batch = sample_batch();
-    for s in &mut batch.samples {
-        while s.tags.len() > 1 {
-            s.tags.pop_first();
+    for mut batch in [sample_batch(), edge_batch(), empty_batch()] {
+        for s in &mut batch.samples {
+            while s.tags.len() > 1 {
+                s.tags.pop_first();
+            }
         }
+        let ours = encode_sample_batch(&batch).unwrap();
+        assert_eq!(ours[10..], reference_datum(&batch));
     }
-    let ours = encode_sample_batch(&batch).unwrap();
-    assert_eq!(ours[10..], reference_datum(&batch));
 
-    // With several tags: same length, and the reference datum decodes to
-    // the same batch.
-    let batch = sample_batch();
-    let ours = encode_sample_batch(&batch).unwrap();
-    let reference = reference_datum(&batch);
-    assert_eq!(ours.len(), 10 + reference.len());
-    let mut message = ours[..10].to_vec();
-    message.extend_from_slice(&reference);
-    assert_eq!(decode_sample_batch(&message).unwrap(), batch);
+    // With several tags: same length, and the reference datum decodes (with
+    // both decoders) to the same batch.
+    for batch in [sample_batch(), edge_batch()] {
+        let ours = encode_sample_batch(&batch).unwrap();
+        let reference = reference_datum(&batch);
+        assert_eq!(ours.len(), 10 + reference.len());
+        let mut message = ours[..10].to_vec();
+        message.extend_from_slice(&reference);
+        assert_same(&decode_sample_batch(&message).unwrap(), &batch);
+        assert_same(&apache_decode(&message).unwrap(), &batch);
+    }
+}
+
+/// The hand-written encoder writes exactly what the previous serde-based
+/// encoder (apache-avro's `write_ser`) wrote, maps included: both write a
+/// `BTreeMap` in key order, as one block.
+#[test]
+fn encoding_matches_apache_avro_serde_writer() {
+    let mut rng = XorShift(0x2545_F491_4F6C_DD1D);
+    let fixed = [sample_batch(), edge_batch(), empty_batch()];
+    let random = (0..500).map(|_| random_batch(&mut rng, 12));
+    for batch in fixed.into_iter().chain(random) {
+        assert_eq!(encode_sample_batch(&batch).unwrap(), serde_encoded(&batch));
+    }
+}
+
+#[test]
+fn edge_values_round_trip_bit_exact() {
+    for batch in [edge_batch(), empty_batch()] {
+        let bytes = encode_sample_batch(&batch).unwrap();
+        assert_same(&decode_sample_batch(&bytes).unwrap(), &batch);
+        assert_same(&apache_decode(&bytes).unwrap(), &batch);
+    }
+}
+
+/// Differential test of the hand-written decoder: on valid messages it
+/// returns what apache-avro returns.
+#[test]
+fn hand_decoder_matches_apache_avro_on_random_batches() {
+    let mut rng = XorShift(0x9E6C_63D0_676A_9A99);
+    let decoder = Decoder::new(SAMPLES_SCHEMA).unwrap();
+    for _ in 0..1_000 {
+        let batch = random_batch(&mut rng, 12);
+        let bytes = encode_sample_batch(&batch).unwrap();
+        let ours = decode_sample_batch(&bytes).unwrap();
+        assert_same(&ours, &batch);
+        assert_same(&ours, &decoder.decode(&bytes).unwrap());
+    }
+}
+
+/// Asserts that the hand-written decoder and apache-avro both reject
+/// `bytes` or decode it to the same batch; returns whether it decoded.
+fn assert_decoders_agree(decoder: &Decoder, bytes: &[u8]) -> bool {
+    match (
+        decode_sample_batch(bytes),
+        decoder.decode::<SampleBatch>(bytes),
+    ) {
+        (Ok(ours), Ok(theirs)) => {
+            assert_same(&ours, &theirs);
+            true
+        }
+        (Err(ours), Err(_)) => {
+            assert!(
+                matches!(ours, SchemaError::Decode(_)),
+                "{ours:?} for {bytes:?}"
+            );
+            false
+        }
+        (ours, theirs) => panic!("decoders disagree on {bytes:?}: {ours:?} vs {theirs:?}"),
+    }
+}
+
+/// Differential test of the hand-written decoder on invalid or unusual
+/// input: mutated and random datums after a valid header.
+#[test]
+fn hand_decoder_agrees_with_apache_avro_on_mutated_messages() {
+    let mut rng = XorShift(0x5851_F42D_4C95_7F2D);
+    let decoder = Decoder::new(SAMPLES_SCHEMA).unwrap();
+    let mut originals = vec![
+        encode_sample_batch(&sample_batch()).unwrap(),
+        encode_sample_batch(&edge_batch()).unwrap(),
+    ];
+    originals.extend((0..30).map(|_| encode_sample_batch(&random_batch(&mut rng, 4)).unwrap()));
+    let mut decoded = 0;
+    for i in 0..30_000 {
+        let mut bytes = originals[i % originals.len()].clone();
+        for _ in 0..1 + rng.below(3) {
+            if bytes.len() <= 10 {
+                break;
+            }
+            // Keep the header so that mutations reach the datum.
+            let at = 10 + rng.below(bytes.len() - 10);
+            match rng.below(6) {
+                0 => bytes[at] = rng.next() as u8,
+                1 => bytes[at] ^= 1 << rng.below(8),
+                2 => bytes.truncate(at),
+                3 => {
+                    bytes.remove(at);
+                }
+                4 => bytes.insert(at, rng.next() as u8),
+                // Small values: lengths, counts, booleans and varint ends.
+                _ => bytes[at] = rng.below(4) as u8,
+            }
+        }
+        decoded += usize::from(assert_decoders_agree(&decoder, &bytes));
+    }
+    // Mutations of string contents and doubles mostly stay valid.
+    assert!(decoded > 3_000, "only {decoded} mutated messages decoded");
+
+    let header = &originals[0][..10];
+    for _ in 0..10_000 {
+        let mut bytes = header.to_vec();
+        let len = rng.below(64);
+        bytes.extend(rng.bytes(len));
+        assert_decoders_agree(&decoder, &bytes);
+    }
+}
+
+/// Appends `n` as an Avro long.
+fn put_long(out: &mut Vec<u8>, n: i64) {
+    let mut z = ((n << 1) ^ (n >> 63)) as u64;
+    while z >= 0x80 {
+        out.push(z as u8 | 0x80);
+        z >>= 7;
+    }
+    out.push(z as u8);
+}
+
+fn put_string(out: &mut Vec<u8>, s: &str) {
+    put_long(out, s.len() as i64);
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// A message of the current schema with the given datum.
+fn message(datum: &[u8]) -> Vec<u8> {
+    let mut bytes = vec![0xC3, 0x01];
+    bytes.extend_from_slice(&schema_fingerprint(SAMPLES_SCHEMA).unwrap().to_le_bytes());
+    bytes.extend_from_slice(datum);
+    bytes
+}
+
+/// Appends a sample with the given tags datum (block headers and entries).
+fn put_sample(out: &mut Vec<u8>, tags: &[u8]) {
+    put_string(out, "svc");
+    put_string(out, "m");
+    out.extend_from_slice(&1.5f64.to_le_bytes());
+    put_long(out, 2);
+    out.push(1);
+    put_long(out, 3);
+    out.extend_from_slice(tags);
+}
+
+/// Encodings other writers may produce (several blocks, negative block
+/// counts with a byte size, non-minimal varints, duplicate keys) decode as
+/// apache-avro decodes them.
+#[test]
+fn unusual_valid_encodings_decode_like_apache_avro() {
+    let decoder = Decoder::new(SAMPLES_SCHEMA).unwrap();
+    let expected_sample = |tags: BTreeMap<String, String>| WireSample {
+        service: "svc".into(),
+        metric: "m".into(),
+        value: 1.5,
+        count: 2,
+        error: true,
+        timestamp: 3,
+        tags,
+    };
+
+    // Samples in three blocks: 1 item, -2 items (with a byte size), 1 item;
+    // tags in two blocks, the second with a negative count and a duplicate key.
+    let mut tags_datum = Vec::new();
+    put_long(&mut tags_datum, 1);
+    put_string(&mut tags_datum, "a");
+    put_string(&mut tags_datum, "1");
+    put_long(&mut tags_datum, -2);
+    put_long(&mut tags_datum, 8);
+    put_string(&mut tags_datum, "b");
+    put_string(&mut tags_datum, "2");
+    put_string(&mut tags_datum, "a");
+    put_string(&mut tags_datum, "3");
+    tags_datum.push(0);
+    let mut datum = Vec::new();
+    put_string(&mut datum, "id");
+    put_long(&mut datum, 7);
+    put_long(&mut datum, 1);
+    put_sample(&mut datum, &tags_datum);
+    put_long(&mut datum, -2);
+    put_long(&mut datum, 999); // the byte size is not checked
+    put_sample(&mut datum, &[0]);
+    put_sample(&mut datum, &[0]);
+    put_long(&mut datum, 1);
+    put_sample(&mut datum, &[0]);
+    datum.push(0);
+    let bytes = message(&datum);
+    let expected = SampleBatch {
+        batch_id: "id".into(),
+        produced_at: 7,
+        samples: vec![
+            expected_sample(tags(&[("a", "3"), ("b", "2")])),
+            expected_sample(BTreeMap::new()),
+            expected_sample(BTreeMap::new()),
+            expected_sample(BTreeMap::new()),
+        ],
+    };
+    assert_eq!(decode_sample_batch(&bytes).unwrap(), expected);
+    assert!(assert_decoders_agree(&decoder, &bytes));
+
+    // Non-minimal varints (0 as 0x80 0x80 0x00, 1 as 0x82 0x00, a 10-byte
+    // -1), and a 10-byte varint whose 10th byte has bits beyond the 64th
+    // (ignored by both: 0x7F counts as 0x01).
+    let mut datum = vec![0x80, 0x80, 0x00]; // batch_id: length 0
+                                            // produced_at: 2^64 - 2 zig-zagged, i.e. i64::MAX
+    datum.extend_from_slice(&[0xFE, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F]);
+    datum.extend_from_slice(&[0x82, 0x00]); // one sample
+    put_string(&mut datum, "svc");
+    put_string(&mut datum, "m");
+    datum.extend_from_slice(&1.5f64.to_le_bytes());
+    // count: -1
+    datum.extend_from_slice(&[0x81, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00]);
+    datum.push(0); // error
+    datum.extend_from_slice(&[0x80, 0x00]); // timestamp: 0
+    datum.extend_from_slice(&[0x80, 0x00]); // no tags
+    datum.extend_from_slice(&[0x80, 0x80, 0x00]); // end of samples
+    let bytes = message(&datum);
+    assert_eq!(
+        decode_sample_batch(&bytes).unwrap(),
+        SampleBatch {
+            batch_id: String::new(),
+            produced_at: i64::MAX,
+            samples: vec![WireSample {
+                count: -1,
+                error: false,
+                timestamp: 0,
+                ..expected_sample(BTreeMap::new())
+            }],
+        }
+    );
+    assert!(assert_decoders_agree(&decoder, &bytes));
+}
+
+/// Hostile lengths and counts fail fast, without allocating what they claim.
+#[test]
+fn hostile_lengths_and_counts_are_rejected() {
+    let decoder = Decoder::new(SAMPLES_SCHEMA).unwrap();
+    let mut cases: Vec<Vec<u8>> = Vec::new();
+    // batch_id of huge, negative, or past-the-end length.
+    for len in [i64::MAX, i64::MIN, -1, 1 << 40, 5] {
+        let mut datum = Vec::new();
+        put_long(&mut datum, len);
+        datum.extend_from_slice(b"abc");
+        cases.push(datum);
+    }
+    // Huge sample counts, positive and negative, and huge tag counts.
+    for count in [i64::MAX, i64::MIN, -(1 << 50), 1 << 50] {
+        let mut datum = vec![0, 0];
+        put_long(&mut datum, count);
+        if count < 0 {
+            put_long(&mut datum, 1);
+        }
+        put_sample(&mut datum, &[]);
+        cases.push(datum.clone());
+        let mut tags = Vec::new();
+        put_long(&mut tags, count);
+        if count < 0 {
+            put_long(&mut tags, 1);
+        }
+        put_string(&mut tags, "k");
+        put_string(&mut tags, "v");
+        let mut datum = vec![0, 0, 2];
+        put_sample(&mut datum, &tags);
+        cases.push(datum);
+    }
+    // A varint of 11 bytes.
+    let mut datum = vec![0];
+    datum.extend_from_slice(&[0x80; 10]);
+    datum.push(0);
+    cases.push(datum);
+    // Invalid UTF-8 (a lone continuation byte, an overlong encoding, a
+    // surrogate).
+    for bad in [&b"\x80"[..], b"\xC0\xAF", b"\xED\xA0\x80"] {
+        let mut datum = Vec::new();
+        put_long(&mut datum, bad.len() as i64);
+        datum.extend_from_slice(bad);
+        datum.extend_from_slice(&[0, 0]);
+        cases.push(datum);
+    }
+    // A boolean byte other than 0 and 1.
+    let mut datum = vec![0, 0, 2];
+    put_sample(&mut datum, &[0, 0]);
+    let error_at = datum.len() - 4; // the error byte, before timestamp and tags
+    datum[error_at] = 2;
+    cases.push(datum);
+    // Trailing bytes.
+    cases.push(vec![0, 0, 0, 0]);
+
+    for datum in cases {
+        let bytes = message(&datum);
+        assert!(
+            matches!(decode_sample_batch(&bytes), Err(SchemaError::Decode(_))),
+            "{datum:?}"
+        );
+        // (The claimed string lengths are tiny or beyond apache-avro's
+        // 512 MiB limit, so it does not allocate them either.)
+        assert!(!assert_decoders_agree(&decoder, &bytes), "{datum:?}");
+    }
 }
 
 fn newer_batch() -> NewerSampleBatch {

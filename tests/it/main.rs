@@ -5,6 +5,7 @@
 mod blackbox;
 mod compose;
 mod ingest;
+mod replay;
 mod standalone;
 mod startup;
 mod support;
