@@ -13,15 +13,20 @@ use std::time::Instant;
 use apache_avro::writer::datum::GenericDatumWriter;
 use apache_avro::Schema;
 use tidemark_schemas::{
-    decode_sample_batch, encode_sample_batch, schema_fingerprint, Decoder, SampleBatch,
-    WireSample, SAMPLES_SCHEMA,
+    decode_sample_batch, encode_sample_batch, schema_fingerprint, Decoder, SampleBatch, WireSample,
+    SAMPLES_SCHEMA,
 };
 
 /// A batch as ingest publishes it: 100 samples of a few services and
 /// metrics, with 1 to 3 tags each.
 fn batch() -> SampleBatch {
     let services = ["checkout", "payments-api", "search", "auth"];
-    let metrics = ["http.server.latency_ms", "db.query_ms", "cache.hit", "queue.depth"];
+    let metrics = [
+        "http.server.latency_ms",
+        "db.query_ms",
+        "cache.hit",
+        "queue.depth",
+    ];
     let samples = (0..100)
         .map(|i| {
             let mut tags = BTreeMap::new();
@@ -99,6 +104,7 @@ fn codec_speed_100_sample_batch() {
     let mut enc_new = Vec::new();
     let mut dec_old = Vec::new();
     let mut dec_new = Vec::new();
+    let mut clone = Vec::new();
     let mut enc_ratio = Vec::new();
     let mut dec_ratio = Vec::new();
     for _ in 0..ROUNDS {
@@ -114,7 +120,12 @@ fn codec_speed_100_sample_batch() {
         let dn = time_us(ITERS, || {
             black_box(decode_sample_batch(black_box(&message)).unwrap());
         });
+        // The allocations (and frees) any decoder of a `SampleBatch` makes.
+        let cl = time_us(ITERS, || {
+            black_box(black_box(&batch).clone());
+        });
         enc_old.push(eo);
+        clone.push(cl);
         enc_new.push(en);
         dec_old.push(d_o);
         dec_new.push(dn);
@@ -138,4 +149,8 @@ fn codec_speed_100_sample_batch() {
             median(ratio),
         );
     }
+    println!(
+        "  clone of the batch (the allocations of any decoder): {:8.2} µs",
+        median(&mut clone)
+    );
 }
