@@ -51,17 +51,17 @@ pub async fn run(config: &Config, from: &str, to: Option<&str>) -> anyhow::Resul
     bar.finish_and_clear();
     // The hot copy may hold the old values: make readers use Postgres until an
     // aggregator refills it.
-    match hot::connect(&config.redis_url).await {
-        Ok(mut conn) => {
-            let ready = hot::HotKeys::new(&config.topics.prefix).ready();
-            redis::cmd("DEL")
-                .arg(ready)
-                .query_async::<()>(&mut conn)
-                .await?;
-        }
-        Err(e) => {
-            eprintln!("warning: {e}; the Redis hot copy may show old values for up to two hours")
-        }
+    let ready = hot::HotKeys::new(&config.topics.prefix).ready();
+    let invalidated = match hot::Redis::connect(&config.redis_url).await {
+        Ok(redis) => redis
+            .run(
+                |mut c| async move { redis::cmd("DEL").arg(ready).query_async::<()>(&mut c).await },
+            )
+            .await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = invalidated {
+        eprintln!("warning: {e}; the Redis hot copy may show old values for up to two hours");
     }
     println!(
         "replayed {} messages from {} partitions: {} samples in {} buckets over {} hours",

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 pub struct Shared {
     pub brokers: String,
     pub pool: PgPool,
-    pub redis: redis::aio::ConnectionManager,
+    pub redis: hot::Redis,
     pub keys: Arc<KeyStore>,
     /// Set when the broker is `standalone`'s embedded one.
     pub backlog: Option<Arc<Backlog>>,
@@ -43,7 +43,7 @@ impl Shared {
         )
         .await?;
         db::migrate(&pool).await?;
-        let redis = hot::connect(&config.redis_url).await?;
+        let redis = hot::Redis::connect(&config.redis_url).await?;
         kafka::ensure_topics(brokers, &config.topics, config.partitions).await?;
         Ok(Self {
             brokers: brokers.to_owned(),
@@ -70,13 +70,14 @@ impl Shared {
         });
         let conn = self.redis.clone();
         let redis_check: ReadyCheck = Arc::new(move || {
-            let mut conn = conn.clone();
+            let conn = conn.clone();
             Box::pin(async move {
-                redis::cmd("PING")
-                    .query_async::<String>(&mut conn)
-                    .await
-                    .map(drop)
-                    .map_err(|_| "unreachable".to_owned())
+                conn.run(
+                    |mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await },
+                )
+                .await
+                .map(drop)
+                .map_err(|_| "unreachable".to_owned())
             })
         });
         let client = self.metadata_client.clone();

@@ -1,18 +1,17 @@
 //! Writes the Redis hot copy after each committed flush and refills it from Postgres when
 //! Redis lost it. Failures here are logged and counted, never fatal: Redis is a cache.
 
-use redis::aio::ConnectionManager;
 use sqlx::{PgPool, Row};
 use tidemark_core::bucket::HOUR_MS;
 use tidemark_core::db::{bucket_from_row, BUCKET_COLUMNS};
-use tidemark_core::hot::{field, HotKeys, HOUR_KEY_TTL};
+use tidemark_core::hot::{field, HotKeys, Redis, HOUR_KEY_TTL};
 use tidemark_core::Bucket;
 
 /// How many recent hours the hot copy holds (the current one and the one before).
 const HOT_HOURS: i64 = 2;
 
 pub struct HotWriter {
-    conn: ConnectionManager,
+    redis: Redis,
     keys: HotKeys,
     pool: PgPool,
 }
@@ -21,8 +20,8 @@ pub struct HotWriter {
 pub type HotBucket<'a> = (&'a str, &'a str, i64, i64, &'a Bucket);
 
 impl HotWriter {
-    pub fn new(conn: ConnectionManager, keys: HotKeys, pool: PgPool) -> Self {
-        Self { conn, keys, pool }
+    pub fn new(redis: Redis, keys: HotKeys, pool: PgPool) -> Self {
+        Self { redis, keys, pool }
     }
 
     /// Publishes freshly committed buckets of recent hours, refilling first if the hot
@@ -35,9 +34,15 @@ impl HotWriter {
     }
 
     async fn try_publish(&mut self, buckets: &[HotBucket<'_>]) -> anyhow::Result<()> {
-        let ready: bool = redis::cmd("EXISTS")
-            .arg(self.keys.ready())
-            .query_async(&mut self.conn)
+        let ready_key = self.keys.ready();
+        let ready: bool = self
+            .redis
+            .run(|mut c| async move {
+                redis::cmd("EXISTS")
+                    .arg(ready_key)
+                    .query_async(&mut c)
+                    .await
+            })
             .await?;
         if !ready {
             self.refill().await?;
@@ -51,7 +56,9 @@ impl HotWriter {
             pipe.expire(&key, HOUR_KEY_TTL.as_secs() as i64).ignore();
             pipe.sadd(self.keys.services(), service).ignore();
         }
-        pipe.query_async::<()>(&mut self.conn).await?;
+        self.redis
+            .run(|mut c| async move { pipe.query_async::<()>(&mut c).await })
+            .await?;
         Ok(())
     }
 
@@ -85,7 +92,9 @@ impl HotWriter {
             pipe.sadd(self.keys.services(), service).ignore();
         }
         pipe.set(self.keys.ready(), 1).ignore();
-        pipe.query_async::<()>(&mut self.conn).await?;
+        self.redis
+            .run(|mut c| async move { pipe.query_async::<()>(&mut c).await })
+            .await?;
         metrics::counter!("tidemark_aggregator_hot_refills_total").increment(1);
         tracing::info!(
             buckets = rows.len(),

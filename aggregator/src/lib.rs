@@ -23,6 +23,7 @@ use rdkafka::message::Message;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use sqlx::PgPool;
 use tidemark_core::backlog::Backlog;
+use tidemark_core::backoff::Backoff;
 use tidemark_core::hot::HotKeys;
 use tidemark_core::Config;
 use tokio_util::sync::CancellationToken;
@@ -57,7 +58,7 @@ type Consumer_ = StreamConsumer<RebalanceContext>;
 pub struct AggregatorDeps {
     pub brokers: String,
     pub pool: PgPool,
-    pub redis: redis::aio::ConnectionManager,
+    pub redis: tidemark_core::hot::Redis,
     /// The embedded broker's bound (`standalone` only), released as samples commit.
     pub backlog: Option<Arc<Backlog>>,
 }
@@ -129,7 +130,7 @@ impl Aggregator {
                 msg = consumer.recv() => match msg {
                     Ok(msg) => {
                         self.drop_revoked();
-                        self.consume(msg.partition(), msg.offset(), msg.payload().unwrap_or_default()).await?;
+                        self.consume_with_retry(msg.partition(), msg.offset(), msg.payload().unwrap_or_default(), &shutdown).await;
                         if self.pending_samples() >= MAX_PENDING_SAMPLES {
                             self.flush(&shutdown).await;
                         }
@@ -249,17 +250,41 @@ impl Aggregator {
         Ok(())
     }
 
+    /// Handles one message, retrying (Postgres or Kafka may be down while a partition's
+    /// stored offset is read) until it succeeds or shutdown begins.
+    async fn consume_with_retry(
+        &mut self,
+        partition: i32,
+        offset: i64,
+        payload: &[u8],
+        shutdown: &CancellationToken,
+    ) {
+        let mut backoff = Backoff::new(Duration::from_millis(100), MAX_BACKOFF);
+        while let Err(e) = self.consume(partition, offset, payload).await {
+            metrics::counter!("tidemark_aggregator_consume_retries_total").increment(1);
+            tracing::warn!(
+                partition,
+                offset,
+                error = format!("{e:#}"),
+                attempts = backoff.attempts(),
+                "cannot handle message yet; retrying"
+            );
+            if shutdown.is_cancelled() {
+                return; // unapplied: re-read from the stored offset after restart
+            }
+            backoff.wait().await;
+        }
+    }
+
     /// Applies everything pending; retries with backoff while Postgres fails, consuming
     /// nothing meanwhile, so no offset advances without its data.
     async fn flush(&mut self, shutdown: &CancellationToken) {
         if !self.states.values().any(PartitionState::is_dirty) {
             return;
         }
-        let mut backoff = Duration::from_millis(100);
-        let mut attempts = 0u32;
+        let mut backoff = Backoff::new(Duration::from_millis(100), MAX_BACKOFF);
         let started = std::time::Instant::now();
         loop {
-            attempts += 1;
             match store::flush(&self.pool, &self.topic, &self.cluster_id, &self.states).await {
                 Ok(out) => {
                     metrics::histogram!("tidemark_aggregator_flush_duration_seconds")
@@ -269,16 +294,14 @@ impl Aggregator {
                 }
                 Err(e) => {
                     metrics::counter!("tidemark_aggregator_flush_errors_total").increment(1);
-                    tracing::warn!(error = %e, attempts, "flush failed; retrying");
-                    if shutdown.is_cancelled() && attempts >= 5 {
+                    tracing::warn!(error = %e, attempts = backoff.attempts(), "flush failed; retrying");
+                    if shutdown.is_cancelled() && backoff.attempts() >= 5 {
                         tracing::warn!(
                             "giving up at shutdown; unflushed samples will be re-read from Kafka"
                         );
                         return;
                     }
-                    let jitter = Duration::from_millis(rand_jitter(backoff.as_millis() as u64 / 2));
-                    tokio::time::sleep(backoff + jitter).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    backoff.wait().await;
                 }
             }
         }
@@ -334,9 +357,4 @@ impl Aggregator {
             }
         }
     }
-}
-
-fn rand_jitter(max_ms: u64) -> u64 {
-    use rand::Rng;
-    rand::thread_rng().gen_range(0..=max_ms)
 }

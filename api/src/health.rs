@@ -99,14 +99,23 @@ async fn recent_from_redis(
     service: Option<&str>,
     hours: [i64; 2],
 ) -> anyhow::Result<Option<Rows>> {
-    let mut conn = state.redis.clone();
-    let ready: bool = conn.exists(state.hot_keys.ready()).await?;
+    let ready_key = state.hot_keys.ready();
+    let ready: bool = state
+        .redis
+        .run(|mut c| async move { c.exists(ready_key).await })
+        .await?;
     if !ready {
         return Ok(None);
     }
     let services: Vec<String> = match service {
         Some(s) => vec![s.to_owned()],
-        None => conn.smembers(state.hot_keys.services()).await?,
+        None => {
+            let key = state.hot_keys.services();
+            state
+                .redis
+                .run(|mut c| async move { c.smembers(key).await })
+                .await?
+        }
     };
     let mut pipe = redis::pipe();
     for s in &services {
@@ -114,7 +123,10 @@ async fn recent_from_redis(
             pipe.hgetall(state.hot_keys.hour(h, s));
         }
     }
-    let maps: Vec<Vec<(String, Vec<u8>)>> = pipe.query_async(&mut conn).await?;
+    let maps: Vec<Vec<(String, Vec<u8>)>> = state
+        .redis
+        .run(|mut c| async move { pipe.query_async(&mut c).await })
+        .await?;
     let mut rows = Vec::new();
     let keys = services
         .iter()

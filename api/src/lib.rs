@@ -22,7 +22,7 @@ const GAUGE_REFRESH: Duration = Duration::from_secs(15);
 #[derive(Clone)]
 pub struct ApiState {
     pub pool: PgPool,
-    pub redis: redis::aio::ConnectionManager,
+    pub redis: tidemark_core::hot::Redis,
     pub hot_keys: HotKeys,
     pub latency_metric: String,
 }
@@ -47,7 +47,7 @@ pub fn router(state: ApiState, keys: Arc<KeyStore>) -> Router {
 /// Connections the role needs, opened by the caller.
 pub struct ApiDeps {
     pub pool: PgPool,
-    pub redis: redis::aio::ConnectionManager,
+    pub redis: tidemark_core::hot::Redis,
     pub keys: Arc<KeyStore>,
     pub ops: Ops,
 }

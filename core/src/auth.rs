@@ -100,17 +100,26 @@ impl KeyStore {
     /// The role of `token`, `None` if unknown.
     pub async fn role_of(&self, token: &str) -> anyhow::Result<Option<Role>> {
         let key = hash(token);
-        if let Some((role, at)) = self.cache.lock().expect("cache lock").get(&key) {
+        let cached = self.cache.lock().expect("cache lock").get(&key).copied();
+        if let Some((role, at)) = cached {
             if at.elapsed() < self.ttl {
-                return Ok(*role);
+                return Ok(role);
             }
         }
-        let role: Option<String> =
-            sqlx::query_scalar("SELECT role FROM api_keys WHERE token_hash = $1")
+        let looked_up =
+            sqlx::query_scalar::<_, String>("SELECT role FROM api_keys WHERE token_hash = $1")
                 .bind(&key)
                 .fetch_optional(&self.pool)
-                .await?;
-        let role = role.and_then(|r| r.parse().ok());
+                .await;
+        let role = match (looked_up, cached) {
+            (Ok(role), _) => role.and_then(|r| r.parse().ok()),
+            // Postgres is down: a key known before keeps its last known answer.
+            (Err(e), Some((role, _))) => {
+                tracing::warn!(error = %e, "API key lookup failed; using the last known answer");
+                return Ok(role);
+            }
+            (Err(e), None) => return Err(e.into()),
+        };
         let mut cache = self.cache.lock().expect("cache lock");
         if cache.len() >= CACHE_LIMIT {
             cache.clear();

@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod backlog;
+pub mod backoff;
 pub mod bucket;
 pub mod config;
 pub mod db;

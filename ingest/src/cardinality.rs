@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
 
-use redis::aio::ConnectionManager;
+use tidemark_core::hot::Redis;
 use tidemark_core::Sample;
 
 /// Checks, and adds if there is room, each series id; returns the ids refused.
@@ -28,13 +28,13 @@ return refused
 pub struct Cardinality {
     limit: u32,
     key_prefix: String,
-    redis: ConnectionManager,
+    redis: Redis,
     script: redis::Script,
     admitted: Mutex<HashMap<String, HashSet<i64>>>,
 }
 
 impl Cardinality {
-    pub fn new(limit: u32, topic_prefix: &str, redis: ConnectionManager) -> Self {
+    pub fn new(limit: u32, topic_prefix: &str, redis: Redis) -> Self {
         Self {
             limit,
             key_prefix: format!("{topic_prefix}:series:"),
@@ -89,14 +89,15 @@ impl Cardinality {
         ))
     }
 
-    async fn admit_shared(&self, service: &str, ids: &[i64]) -> redis::RedisResult<Vec<i64>> {
-        let mut conn = self.redis.clone();
+    async fn admit_shared(&self, service: &str, ids: &[i64]) -> anyhow::Result<Vec<i64>> {
         let mut invocation = self.script.key(format!("{}{service}", self.key_prefix));
         invocation.arg(self.limit);
         for id in ids {
             invocation.arg(id);
         }
-        invocation.invoke_async(&mut conn).await
+        self.redis
+            .run(|mut c| async move { invocation.invoke_async(&mut c).await })
+            .await
     }
 
     fn admit_local(&self, service: &str, ids: &[i64]) -> Vec<i64> {

@@ -108,7 +108,7 @@ pub struct Ingest {
 pub struct IngestDeps {
     pub brokers: String,
     pub keys: Arc<KeyStore>,
-    pub redis: redis::aio::ConnectionManager,
+    pub redis: tidemark_core::hot::Redis,
     pub ops: Ops,
     /// The embedded broker's bound (`standalone` only).
     pub backlog: Option<Arc<tidemark_core::backlog::Backlog>>,

@@ -55,9 +55,10 @@ async fn harness_with(
     let (_, pool) = fresh_database().await;
     let ingest_key = create_key(&pool, Role::Ingest, "ingest").await.unwrap();
     let read_key = create_key(&pool, Role::Read, "read").await.unwrap();
-    let redis = tidemark_core::hot::connect(&tidemark_core::config::Secret::new(redis_url()))
-        .await
-        .unwrap();
+    let redis =
+        tidemark_core::hot::Redis::connect(&tidemark_core::config::Secret::new(redis_url()))
+            .await
+            .unwrap();
     let state = IngestState {
         batcher: Arc::new(batcher),
         cardinality: Arc::new(Cardinality::new(max_series, &unique("it"), redis)),

@@ -3,6 +3,7 @@
 //! broker started by `scripts/test.sh`.
 
 mod blackbox;
+mod chaos;
 mod compose;
 mod ingest;
 mod replay;

@@ -69,6 +69,15 @@ pub struct RoleProcess {
 }
 
 impl RoleProcess {
+    /// The exit status if the process has ended.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Asks for a graceful stop (SIGTERM) and waits for the exit status.
     pub fn sigterm(&mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
@@ -158,21 +167,33 @@ impl Pipeline {
         }
     }
 
-    /// Starts a role and waits until its `/readyz` answers 200.
+    /// Starts a role on its default address and waits until its `/readyz` answers 200.
     pub async fn start(&self, role: &'static str) -> RoleProcess {
-        let child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
-            .arg(role)
-            .env_remove("TIDEMARK_KAFKA_BROKERS")
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("spawn tidemark");
         let addr = match role {
             "ingest" | "standalone" => self.ingest,
             "api" => self.api,
             "aggregator" => self.aggregator,
             other => panic!("no address for {other}"),
         };
+        self.start_at(role, addr).await
+    }
+
+    /// Starts another instance of a role listening on `addr`.
+    pub async fn start_at(&self, role: &'static str, addr: SocketAddr) -> RoleProcess {
+        let addr_var = match role {
+            "ingest" | "standalone" => "TIDEMARK_INGEST_ADDR",
+            "api" => "TIDEMARK_API_ADDR",
+            "aggregator" => "TIDEMARK_AGGREGATOR_ADDR",
+            other => panic!("no address for {other}"),
+        };
+        let child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .arg(role)
+            .env_remove("TIDEMARK_KAFKA_BROKERS")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env(addr_var, addr.to_string())
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn tidemark");
         let mut process = RoleProcess { child };
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -296,55 +317,82 @@ impl Expected {
 
 pub type Tally = BTreeMap<(SeriesKey, i64), Expected>;
 
+/// Adds `from`'s observations to `into`.
+pub fn merge(into: &mut Tally, from: Tally) {
+    for (k, e) in from {
+        into.entry(k)
+            .or_default()
+            .observations
+            .extend(e.observations);
+    }
+}
+
 /// Generates `n` samples over `services` services, 2 metrics, 2 tag values and the 3 UTC
-/// hours ending with the current one (never in the future), as request bodies of 100.
-/// Values are whole milliseconds, so sums are exact in floating point.
-pub fn generate(seed: u64, n: usize, services: usize, now_ms: i64) -> (Vec<Value>, Tally) {
+/// hours ending with the hour of `now_ms` (never later than `now_ms`), as request bodies
+/// of 100 with the tally of each. Values are whole milliseconds, so sums are exact.
+pub fn generate_requests(seed: u64, n: usize, services: usize, now_ms: i64) -> Vec<(Value, Tally)> {
     use rand::{Rng, SeedableRng};
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let current = tidemark_core::bucket::hour_start(now_ms);
     let hour_ms = tidemark_core::bucket::HOUR_MS;
-    let mut tally = Tally::new();
-    let mut samples = Vec::with_capacity(n);
-    for _ in 0..n {
-        let key = SeriesKey {
-            service: format!("svc-{}", rng.gen_range(0..services)),
-            metric: ["http.server.duration", "db.query.duration"][rng.gen_range(0..2)].to_owned(),
-            tags: BTreeMap::from([(
-                "region".to_owned(),
-                ["eu", "us"][rng.gen_range(0..2)].to_owned(),
-            )]),
-        };
-        let hour = current - hour_ms * rng.gen_range(0..3);
-        let latest = if hour == current {
-            now_ms
-        } else {
-            hour + hour_ms - 1
-        };
-        let ts = rng.gen_range(hour..=latest);
-        // A long-tailed latency: mostly 1–200 ms, sometimes up to 5 s.
-        let value = if rng.gen_bool(0.05) {
-            rng.gen_range(200..5000)
-        } else {
-            rng.gen_range(1..200)
-        } as f64;
-        let count: u64 = if rng.gen_bool(0.1) { 3 } else { 1 };
-        let error = rng.gen_bool(0.07);
-        samples.push(json!({
-            "service": key.service, "metric": key.metric, "value": value, "count": count,
-            "error": error, "timestamp": ts, "tags": key.tags,
-        }));
-        tally
-            .entry((key, hour))
-            .or_default()
-            .observations
-            .push((value, count, error));
+    let mut requests = Vec::new();
+    let mut left = n;
+    while left > 0 {
+        let size = left.min(100);
+        left -= size;
+        let mut tally = Tally::new();
+        let mut samples = Vec::with_capacity(size);
+        for _ in 0..size {
+            let key = SeriesKey {
+                service: format!("svc-{}", rng.gen_range(0..services)),
+                metric: ["http.server.duration", "db.query.duration"][rng.gen_range(0..2)]
+                    .to_owned(),
+                tags: BTreeMap::from([(
+                    "region".to_owned(),
+                    ["eu", "us"][rng.gen_range(0..2)].to_owned(),
+                )]),
+            };
+            let hour = current - hour_ms * rng.gen_range(0..3);
+            let latest = if hour == current {
+                now_ms
+            } else {
+                hour + hour_ms - 1
+            };
+            let ts = rng.gen_range(hour..=latest);
+            // A long-tailed latency: mostly 1–200 ms, sometimes up to 5 s.
+            let value = if rng.gen_bool(0.05) {
+                rng.gen_range(200..5000)
+            } else {
+                rng.gen_range(1..200)
+            } as f64;
+            let count: u64 = if rng.gen_bool(0.1) { 3 } else { 1 };
+            let error = rng.gen_bool(0.07);
+            samples.push(json!({
+                "service": key.service, "metric": key.metric, "value": value, "count": count,
+                "error": error, "timestamp": ts, "tags": key.tags,
+            }));
+            tally
+                .entry((key, hour))
+                .or_default()
+                .observations
+                .push((value, count, error));
+        }
+        requests.push((Value::Array(samples), tally));
     }
-    let bodies = samples
-        .chunks(100)
-        .map(|c| Value::Array(c.to_vec()))
+    requests
+}
+
+/// [`generate_requests`] as bodies and one tally of them all.
+pub fn generate(seed: u64, n: usize, services: usize, now_ms: i64) -> (Vec<Value>, Tally) {
+    let mut all = Tally::new();
+    let bodies = generate_requests(seed, n, services, now_ms)
+        .into_iter()
+        .map(|(body, tally)| {
+            merge(&mut all, tally);
+            body
+        })
         .collect();
-    (bodies, tally)
+    (bodies, all)
 }
 
 /// Posts every body with `concurrency` requests in flight; returns how many samples were
@@ -464,4 +512,79 @@ pub async fn wait_stored(pool: &PgPool, expected: i64) {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// What Postgres holds for one series and hour.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stored {
+    pub count: u64,
+    pub errors: u64,
+    pub sum: f64,
+    pub min: f64,
+    pub max: f64,
+    pub sketch_count: u64,
+}
+
+/// Every stored bucket, keyed like a [`Tally`].
+pub async fn stored_buckets(pool: &PgPool) -> BTreeMap<(SeriesKey, i64), Stored> {
+    use sqlx::Row;
+    let rows = sqlx::query(&format!(
+        "SELECT s.service, s.metric, s.tags::text, (extract(epoch FROM b.hour) * 1000)::bigint, {} \
+         FROM buckets b JOIN series s ON s.id = b.series_id",
+        tidemark_core::db::BUCKET_COLUMNS
+    ))
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    rows.iter()
+        .map(|r| {
+            let key = SeriesKey {
+                service: r.get(0),
+                metric: r.get(1),
+                tags: serde_json::from_str(r.get::<&str, _>(2)).unwrap(),
+            };
+            let b = tidemark_core::db::bucket_from_row(r, 4).unwrap();
+            let stored = Stored {
+                count: b.count,
+                errors: b.error_count,
+                sum: b.sum,
+                min: b.min,
+                max: b.max,
+                sketch_count: b.sketch.count(),
+            };
+            ((key, r.get(3)), stored)
+        })
+        .collect()
+}
+
+/// Compares Postgres with what was acknowledged; returns `(lost, duplicated)` samples and
+/// a description of the first mismatch of any other statistic.
+pub async fn compare_stored(pool: &PgPool, tally: &Tally) -> (u64, u64, Option<String>) {
+    let stored = stored_buckets(pool).await;
+    let (mut lost, mut duplicated, mut other) = (0, 0, None);
+    for (key, e) in tally {
+        let s = stored.get(key);
+        let count = s.map_or(0, |s| s.count);
+        lost += e.count().saturating_sub(count);
+        duplicated += count.saturating_sub(e.count());
+        if let Some(s) = s {
+            let want = Stored {
+                count: e.count(),
+                errors: e.errors(),
+                sum: e.sum(),
+                min: e.min(),
+                max: e.max(),
+                sketch_count: e.count(),
+            };
+            if *s != want && other.is_none() {
+                other = Some(format!("{key:?}: stored {s:?}, acknowledged {want:?}"));
+            }
+        }
+    }
+    for (key, s) in &stored {
+        if !tally.contains_key(key) {
+            duplicated += s.count;
+        }
+    }
+    (lost, duplicated, other)
 }

@@ -1,0 +1,477 @@
+//! The chaos suite (SPEC §5): load through ingest ×2 into two aggregators in one
+//! consumer group, with an API, on the external broker, real Postgres and real Redis,
+//! while faults are injected. The client tallies exactly what was acknowledged; at the
+//! end Postgres must hold exactly that. Each scenario prints its seed and a summary line.
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::stream::{self, StreamExt};
+use rand::{Rng, SeedableRng};
+use serde_json::Value;
+
+use crate::support::{
+    compare_stored, free_addr, generate_requests, merge, stored_count, Pipeline, RoleProcess, Tally,
+};
+
+/// The processes of one scenario.
+struct Cluster {
+    p: Pipeline,
+    ingests: Vec<(SocketAddr, RoleProcess)>,
+    aggregators: Vec<(SocketAddr, RoleProcess)>,
+    api: RoleProcess,
+}
+
+impl Cluster {
+    async fn start(extra_env: &[(&str, &str)]) -> Self {
+        let p = Pipeline::new(extra_env).await;
+        let mut ingests = Vec::new();
+        for _ in 0..2 {
+            let addr = free_addr();
+            ingests.push((addr, p.start_at("ingest", addr).await));
+        }
+        let mut aggregators = Vec::new();
+        for _ in 0..2 {
+            let addr = free_addr();
+            aggregators.push((addr, p.start_at("aggregator", addr).await));
+        }
+        let api = p.start("api").await;
+        Self {
+            p,
+            ingests,
+            aggregators,
+            api,
+        }
+    }
+
+    /// Fails if any process died by itself (crashes are never part of a scenario).
+    fn assert_all_running(&mut self) {
+        let processes = self
+            .ingests
+            .iter_mut()
+            .chain(self.aggregators.iter_mut())
+            .map(|(_, p)| p)
+            .chain([&mut self.api]);
+        for p in processes {
+            assert!(
+                p.exited().is_none(),
+                "a Tidemark process exited during the scenario: {:?}",
+                p.exited()
+            );
+        }
+    }
+
+    async fn restart_aggregator(&mut self, i: usize) {
+        let addr = self.aggregators[i].0;
+        self.aggregators[i].1 = self.p.start_at("aggregator", addr).await;
+    }
+}
+
+/// A client pushing requests until told to stop, tallying what was acknowledged.
+struct Load {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<LoadReport>,
+}
+
+#[derive(Default)]
+struct LoadReport {
+    acked: Tally,
+    acked_requests: usize,
+    /// Statuses other than 202 (0: no answer), with when they happened.
+    refused: Vec<(Instant, u16)>,
+    /// When each 202 arrived.
+    acked_at: Vec<Instant>,
+}
+
+impl Load {
+    fn start(
+        ingests: Vec<SocketAddr>,
+        token: String,
+        requests: Vec<(Value, Tally)>,
+        pace: Duration,
+    ) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(15))
+                .build()
+                .unwrap();
+            let report = Arc::new(Mutex::new(LoadReport::default()));
+            for (wave, chunk) in requests.chunks(4).enumerate() {
+                if flag.load(Ordering::Relaxed) {
+                    break;
+                }
+                stream::iter(chunk.iter().cloned().enumerate())
+                    .for_each_concurrent(4, |(i, (body, tally))| {
+                        let (client, report, token) =
+                            (client.clone(), report.clone(), token.clone());
+                        let ingest = ingests[(wave * 4 + i) % ingests.len()];
+                        async move {
+                            let status = client
+                                .post(format!("http://{ingest}/v1/samples"))
+                                .bearer_auth(&token)
+                                .json(&body)
+                                .send()
+                                .await
+                                .map(|r| r.status().as_u16())
+                                .unwrap_or(0);
+                            let mut r = report.lock().unwrap();
+                            if status == 202 {
+                                merge(&mut r.acked, tally);
+                                r.acked_requests += 1;
+                                r.acked_at.push(Instant::now());
+                            } else {
+                                r.refused.push((Instant::now(), status));
+                            }
+                        }
+                    })
+                    .await;
+                tokio::time::sleep(pace).await;
+            }
+            Arc::try_unwrap(report)
+                .ok()
+                .expect("load tasks done")
+                .into_inner()
+                .unwrap()
+        });
+        Self { stop, task }
+    }
+
+    async fn finish(self) -> LoadReport {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap()
+    }
+}
+
+fn requests(seed: u64) -> Vec<(Value, Tally)> {
+    generate_requests(seed, 200_000, 4, chrono::Utc::now().timestamp_millis())
+}
+
+/// Waits until Postgres holds every acknowledged sample, compares exactly, prints the
+/// summary line and fails on any loss, duplicate or wrong statistic.
+async fn settle(
+    name: &str,
+    seed: u64,
+    c: &mut Cluster,
+    load: LoadReport,
+    recovering_since: Instant,
+) {
+    c.assert_all_running();
+    let p = &c.p;
+    let expected: u64 = load.acked.values().map(|e| e.count()).sum();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while stored_count(&p.pool).await != expected as i64 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let recovered = recovering_since.elapsed();
+    let (lost, duplicated, other) = compare_stored(&p.pool, &load.acked).await;
+    let stored = stored_count(&p.pool).await;
+    println!(
+        "chaos {name} seed={seed}: requests acknowledged {}, refused {}; samples acknowledged {expected}, stored {stored}, lost {lost}, duplicated {duplicated}; recovered in {:.1}s",
+        load.acked_requests,
+        load.refused.len(),
+        recovered.as_secs_f64()
+    );
+    assert_eq!(
+        (lost, duplicated),
+        (0, 0),
+        "{name}: nothing lost or counted twice"
+    );
+    assert!(other.is_none(), "{name}: {}", other.unwrap_or_default());
+    assert!(expected > 0, "{name}: the load was acknowledged at all");
+}
+
+async fn wait_for_progress(p: &Pipeline, what: &str) {
+    let before = stored_count(&p.pool).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while stored_count(&p.pool).await == before {
+        assert!(Instant::now() < deadline, "no progress {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn signal(process: &RoleProcess, sig: &str) {
+    assert!(Command::new("kill")
+        .args([sig, &process.pid().to_string()])
+        .status()
+        .unwrap()
+        .success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_aggregator_sigkilled_20_times() {
+    let seed = 1001;
+    println!("chaos aggregator_sigkill seed={seed}");
+    let mut c = Cluster::start(&[]).await;
+    let load = Load::start(
+        c.ingests.iter().map(|i| i.0).collect(),
+        c.p.token.clone(),
+        requests(seed),
+        Duration::from_millis(100),
+    );
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    for kill in 1..=20 {
+        wait_for_progress(&c.p, &format!("before kill {kill}")).await;
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(0..500))).await;
+        let victim = rng.gen_range(0..2);
+        c.aggregators[victim].1.sigkill();
+        c.restart_aggregator(victim).await;
+    }
+    let report = load.finish().await;
+    assert!(
+        report.refused.is_empty(),
+        "ingest was never at fault: {:?}",
+        &report.refused[..report.refused.len().min(3)]
+    );
+    settle("aggregator_sigkill", seed, &mut c, report, Instant::now()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_stale_owner_after_rebalance_is_fenced() {
+    let seed = 1003;
+    println!("chaos stale_owner seed={seed}");
+    let mut c = Cluster::start(&[]).await;
+    let load = Load::start(
+        c.ingests.iter().map(|i| i.0).collect(),
+        c.p.token.clone(),
+        requests(seed),
+        Duration::from_millis(100),
+    );
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    for round in 1..=4 {
+        let victim = rng.gen_range(0..2);
+        wait_for_progress(&c.p, &format!("before round {round}")).await;
+        // Frozen past its session timeout, the victim loses its partitions while it still
+        // holds unflushed deltas; woken, it tries to commit them as a stale owner.
+        signal(&c.aggregators[victim].1, "-STOP");
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(4_000..6_000))).await;
+        signal(&c.aggregators[victim].1, "-CONT");
+        wait_for_progress(&c.p, &format!("after round {round}")).await;
+        // And a plain crash of the other one, forcing another rebalance.
+        c.aggregators[1 - victim].1.sigkill();
+        c.restart_aggregator(1 - victim).await;
+    }
+    let mut fenced = 0.0;
+    for (addr, _) in &c.aggregators {
+        let text = reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        fenced += text
+            .lines()
+            .find_map(|l| l.strip_prefix("tidemark_aggregator_fenced_total "))
+            .map_or(0.0, |v| v.parse::<f64>().unwrap());
+    }
+    println!(
+        "chaos stale_owner: partitions fenced off stale owners (since the last restarts): {fenced}"
+    );
+    let report = load.finish().await;
+    assert!(report.refused.is_empty(), "ingest was never at fault");
+    settle("stale_owner", seed, &mut c, report, Instant::now()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_postgres_unavailable() {
+    let seed = 1005;
+    println!("chaos postgres_outage seed={seed}");
+    let mut c = Cluster::start(&[]).await;
+    let load = Load::start(
+        c.ingests.iter().map(|i| i.0).collect(),
+        c.p.token.clone(),
+        requests(seed),
+        Duration::from_millis(100),
+    );
+    wait_for_progress(&c.p, "before the outage").await;
+
+    let admin = sqlx::PgPool::connect(&crate::support::env(
+        "TIDEMARK_TEST_DATABASE_URL",
+        "postgres://postgres@127.0.0.1:5432/postgres",
+    ))
+    .await
+    .unwrap();
+    let db: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(&c.p.pool)
+        .await
+        .unwrap();
+    sqlx::query(&format!("ALTER DATABASE {db} ALLOW_CONNECTIONS false"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let outage = Instant::now();
+    let mut stored_during = Vec::new();
+    while outage.elapsed() < Duration::from_secs(15) {
+        sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+            .bind(&db)
+            .execute(&admin)
+            .await
+            .unwrap();
+        let ready = reqwest::get(format!("http://{}/readyz", c.aggregators[0].0))
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        stored_during.push(ready);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        stored_during.contains(&503),
+        "/readyz reported the outage: {stored_during:?}"
+    );
+    sqlx::query(&format!("ALTER DATABASE {db} ALLOW_CONNECTIONS true"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let restored = Instant::now();
+    let report = load.finish().await;
+    assert!(
+        report.refused.is_empty(),
+        "ingest kept accepting while Postgres was down: {:?}",
+        &report.refused[..report.refused.len().min(3)]
+    );
+    let ready_again = async {
+        loop {
+            if reqwest::get(format!("http://{}/readyz", c.aggregators[0].0))
+                .await
+                .unwrap()
+                .status()
+                == 200
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), ready_again)
+        .await
+        .expect("/readyz true again after the outage");
+    settle("postgres_outage", seed, &mut c, report, restored).await;
+}
+
+/// A private Redis the scenario may stop and start.
+struct PrivateRedis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl PrivateRedis {
+    fn start(port: u16) -> Self {
+        let mut r = Self { port, child: None };
+        r.up();
+        r
+    }
+
+    fn up(&mut self) {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "private redis did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn down(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.down();
+    }
+}
+
+async fn health_source(c: &Cluster) -> (u16, String) {
+    let r = reqwest::Client::new()
+        .get(format!("http://{}/v1/health/services", c.p.api))
+        .bearer_auth(&c.p.token)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let body: Value = r.json().await.unwrap_or_default();
+    (
+        status,
+        body["services"][0]["source"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_redis_stopped() {
+    let seed = 1006;
+    println!("chaos redis_outage seed={seed}");
+    let port = free_addr().port();
+    let mut redis = PrivateRedis::start(port);
+    let url = format!("redis://127.0.0.1:{port}");
+    let mut c = Cluster::start(&[("TIDEMARK_REDIS_URL", &url)]).await;
+    let load = Load::start(
+        c.ingests.iter().map(|i| i.0).collect(),
+        c.p.token.clone(),
+        requests(seed),
+        Duration::from_millis(100),
+    );
+    wait_for_progress(&c.p, "before the outage").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while health_source(&c).await.1 != "redis" {
+        assert!(Instant::now() < deadline, "the hot copy was never filled");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    redis.down();
+    let outage = Instant::now();
+    while outage.elapsed() < Duration::from_secs(10) {
+        let (status, source) = health_source(&c).await;
+        assert_eq!(
+            (status, source.as_str()),
+            (200, "postgres"),
+            "the API answers from Postgres while Redis is down"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    redis.up();
+    let restored = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while health_source(&c).await.1 != "redis" {
+        assert!(
+            Instant::now() < deadline,
+            "the hot copy was not refilled after Redis returned"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!(
+        "chaos redis_outage: hot copy refilled {:.1}s after Redis returned",
+        restored.elapsed().as_secs_f64()
+    );
+    let report = load.finish().await;
+    assert!(
+        report.refused.is_empty(),
+        "ingest kept accepting while Redis was down: {:?}",
+        &report.refused[..report.refused.len().min(3)]
+    );
+    settle("redis_outage", seed, &mut c, report, restored).await;
+}
