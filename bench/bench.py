@@ -529,7 +529,9 @@ def bench_prometheus(run_dir, procs, results):
                 "scrape_configs: []\n")
     p = procs.start("prometheus", ["prometheus", f"--config.file={conf}", f"--storage.tsdb.path={d}/data",
                                    f"--web.listen-address=127.0.0.1:{PORTS['prometheus']}",
-                                   "--web.enable-remote-write-receiver", "--log.level=warn"])
+                                   "--web.enable-remote-write-receiver", "--log.level=warn",
+                                   # default 512: connections past it would wait in the accept queue
+                                   f"--web.max-connections={max(CFG['conns']) + 1024}"])
     base = f"http://127.0.0.1:{PORTS['prometheus']}"
     wait_http(base + "/-/ready", proc=p, what="prometheus")
     ph = Phases(run_dir, "prometheus", "prom", f"127.0.0.1:{PORTS['prometheus']}", PORTS["prometheus"],

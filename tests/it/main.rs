@@ -5,6 +5,7 @@
 mod blackbox;
 mod chaos;
 mod compose;
+mod fencing;
 mod ingest;
 mod replay;
 mod standalone;
