@@ -2,11 +2,12 @@
 //! [`SAMPLES_SCHEMA`](crate::SAMPLES_SCHEMA): the hot paths of ingest
 //! (encode) and the aggregator (decode), without apache-avro's schema walk.
 //!
-//! The datum is, field by field in schema order: longs as zig-zag varints,
-//! strings as a length (long) then UTF-8 bytes, doubles as 8 little-endian
-//! bytes, booleans as one byte (0 or 1), and arrays and maps as blocks (an
-//! item count, the items, ..., then a 0 count); a map item is a string key
-//! then its value.
+//! The datum is, field by field in schema order: longs and ints as zig-zag
+//! varints, strings as a length (long) then UTF-8 bytes, doubles as 8
+//! little-endian bytes, booleans as one byte (0 or 1), and arrays and maps as
+//! blocks (an item count, the items, ..., then a 0 count); a map item is a
+//! string key then its value. The batch's `samples` array is followed by its
+//! `chunks` array (schema v2).
 //!
 //! The writer emits each non-empty array or map as a single block and an
 //! empty one as just the 0 terminator, which is what apache-avro's writers
@@ -16,29 +17,38 @@
 //! schema (several blocks, negative block counts followed by a block byte
 //! size, non-minimal varints) and rejects, without panicking and without
 //! allocating more than a small multiple of the input size: truncated data,
-//! varints longer than 10 bytes, negative string lengths, lengths beyond the
-//! end of the input, invalid UTF-8, boolean bytes other than 0 and 1, and
-//! trailing bytes. As apache-avro (and Java) do, bits of a 10-byte varint
-//! beyond the 64th are ignored.
+//! varints longer than 10 bytes, ints outside the 32-bit range, negative
+//! string lengths, lengths beyond the end of the input, invalid UTF-8, boolean
+//! bytes other than 0 and 1, and trailing bytes. As apache-avro (and Java) do,
+//! bits of a 10-byte varint beyond the 64th are ignored; as apache-avro does,
+//! an int is read as a long (up to 10 bytes) and then checked to fit 32 bits.
 
 use std::collections::BTreeMap;
 
-use crate::{SampleBatch, SchemaError, WireSample, HEADER_LEN};
+use crate::{Chunk, SampleBatch, SchemaError, WireSample, HEADER_LEN};
 
 /// Maximum length of a varint encoding a 64-bit value.
 const MAX_VARINT_LEN: usize = 10;
+
+/// Maximum length of a (minimal) varint encoding a 32-bit value.
+const MAX_INT_VARINT_LEN: usize = 5;
 
 /// Fewest bytes a `Sample` datum takes: two empty strings (1 byte each),
 /// the double (8), count (1), error (1), timestamp (1) and an empty tags
 /// map (1). Bounds how many samples a block count may reserve room for.
 const MIN_SAMPLE_LEN: usize = 14;
 
+/// Fewest bytes a `Chunk` datum takes: an empty id (1 byte) and two ints (1
+/// each). Bounds how many chunks a block count may reserve room for.
+const MIN_CHUNK_LEN: usize = 3;
+
 /// An upper estimate of the encoded length of `batch` (header included), so
 /// that encoding allocates once.
 pub(crate) fn encoded_len_estimate(batch: &SampleBatch) -> usize {
     // A long, or the length of a string or of an array/map block, takes at
-    // most 10 bytes as a zig-zag varint.
+    // most 10 bytes as a zig-zag varint; an int at most 5.
     const VARINT: usize = MAX_VARINT_LEN;
+    const INT: usize = MAX_INT_VARINT_LEN;
     let string = |s: &String| VARINT + s.len();
     // A non-empty array or map is one block (count, items) and an end marker.
     let block = 2 * VARINT;
@@ -52,11 +62,14 @@ pub(crate) fn encoded_len_estimate(batch: &SampleBatch) -> usize {
             + block
             + s.tags.iter().map(|(k, v)| string(k) + string(v)).sum::<usize>()
     };
+    let chunk = |c: &Chunk| string(&c.id) + INT + INT;
     HEADER_LEN
         + string(&batch.batch_id)
         + VARINT
         + block
         + batch.samples.iter().map(sample).sum::<usize>()
+        + block
+        + batch.chunks.iter().map(chunk).sum::<usize>()
 }
 
 /// Appends the Avro binary datum of `batch` to `out`.
@@ -67,6 +80,15 @@ pub(crate) fn write_sample_batch(out: &mut Vec<u8>, batch: &SampleBatch) {
         write_len(out, batch.samples.len());
         for sample in &batch.samples {
             write_sample(out, sample);
+        }
+    }
+    out.push(0);
+    if !batch.chunks.is_empty() {
+        write_len(out, batch.chunks.len());
+        for chunk in &batch.chunks {
+            write_string(out, &chunk.id);
+            write_int(out, chunk.first);
+            write_int(out, chunk.count);
         }
     }
     out.push(0);
@@ -103,6 +125,11 @@ fn write_len(out: &mut Vec<u8>, len: usize) {
 
 fn write_long(out: &mut Vec<u8>, n: i64) {
     write_varint(out, ((n << 1) ^ (n >> 63)) as u64);
+}
+
+/// Writes an int: its zig-zag varint is the same as that of the equal long.
+fn write_int(out: &mut Vec<u8>, n: i32) {
+    write_long(out, i64::from(n));
 }
 
 /// Writes `v` as a varint: 7 bits a byte, least significant first, the high
@@ -164,11 +191,28 @@ impl<'a> Reader<'a> {
                 samples.push(self.sample()?);
             }
         }
+        let mut chunks = Vec::new();
+        while let Some(count) = self.block_count()? {
+            // As for samples, with MIN_CHUNK_LEN bytes a chunk.
+            let fits = (self.rest.len() / MIN_CHUNK_LEN) as u64;
+            chunks.reserve(count.min(fits) as usize);
+            for _ in 0..count {
+                chunks.push(self.chunk()?);
+            }
+        }
         Ok(SampleBatch {
             batch_id,
             produced_at,
             samples,
+            chunks,
         })
+    }
+
+    fn chunk(&mut self) -> Result<Chunk, SchemaError> {
+        let id = self.string()?;
+        let first = self.int()?;
+        let count = self.int()?;
+        Ok(Chunk { id, first, count })
     }
 
     fn sample(&mut self) -> Result<WireSample, SchemaError> {
@@ -250,6 +294,13 @@ impl<'a> Reader<'a> {
     fn long(&mut self) -> Result<i64, SchemaError> {
         let z = self.varint()?;
         Ok((z >> 1) as i64 ^ -((z & 1) as i64))
+    }
+
+    /// Reads an int: a long (as apache-avro reads it, up to 10 bytes) that
+    /// must fit 32 bits.
+    fn int(&mut self) -> Result<i32, SchemaError> {
+        let n = self.long()?;
+        i32::try_from(n).map_err(|_| self.error(format_args!("int {n} out of the 32-bit range")))
     }
 
     #[inline]
@@ -344,6 +395,44 @@ mod tests {
         assert!(read_long(&[]).is_err());
     }
 
+    fn read_int(bytes: &[u8]) -> Result<(i32, usize), SchemaError> {
+        let mut reader = Reader {
+            rest: bytes,
+            len: bytes.len(),
+        };
+        let n = reader.int()?;
+        Ok((n, bytes.len() - reader.rest.len()))
+    }
+
+    #[test]
+    fn ints_round_trip_and_must_fit_32_bits() {
+        for n in [0, 1, -1, 63, -64, 64, -65, i32::MAX, i32::MIN] {
+            let mut out = Vec::new();
+            write_int(&mut out, n);
+            assert!(out.len() <= MAX_INT_VARINT_LEN, "{n}");
+            assert_eq!(read_int(&out).unwrap(), (n, out.len()), "{n}");
+        }
+        let mut max = Vec::new();
+        write_int(&mut max, i32::MAX);
+        assert_eq!(max, [0xFE, 0xFF, 0xFF, 0xFF, 0x0F]);
+        // Non-minimal encodings of up to 10 bytes are accepted, as for longs.
+        assert_eq!(
+            read_int(&[0x80, 0x80, 0x80, 0x80, 0x80, 0x00]).unwrap(),
+            (0, 6)
+        );
+        for n in [
+            i64::from(i32::MAX) + 1,
+            i64::from(i32::MIN) - 1,
+            i64::MAX,
+            i64::MIN,
+        ] {
+            let mut out = Vec::new();
+            write_long(&mut out, n);
+            let err = read_int(&out).unwrap_err();
+            assert!(err.to_string().contains("out of the 32-bit range"), "{err}");
+        }
+    }
+
     #[test]
     fn estimate_is_an_upper_bound() {
         let batch = SampleBatch {
@@ -360,6 +449,13 @@ mod tests {
                     tags: [("k".to_string(), "v".repeat(i))].into(),
                 })
                 .collect(),
+            chunks: (0..100)
+                .map(|i| Chunk {
+                    id: "c".repeat(i),
+                    first: i32::MIN,
+                    count: i32::MAX,
+                })
+                .collect(),
         };
         let encoded = crate::encode_sample_batch(&batch).unwrap();
         assert!(encoded.len() <= encoded_len_estimate(&batch));
@@ -370,18 +466,21 @@ mod tests {
     fn huge_counts_reserve_only_what_the_input_can_hold() {
         // batch_id "", produced_at 0, then a block of i64::MAX samples (and
         // one of i64::MIN, i.e. a negative count with a byte size) backed by
-        // a few bytes: an error, not an allocation failure.
-        for count in [i64::MAX, i64::MIN] {
-            let mut datum = vec![0, 0];
-            write_long(&mut datum, count);
-            if count < 0 {
-                write_long(&mut datum, 1 << 40);
+        // a few bytes: an error, not an allocation failure. The same for
+        // chunks, after an empty samples array.
+        for prefix in [&[0, 0][..], &[0, 0, 0]] {
+            for count in [i64::MAX, i64::MIN] {
+                let mut datum = prefix.to_vec();
+                write_long(&mut datum, count);
+                if count < 0 {
+                    write_long(&mut datum, 1 << 40);
+                }
+                datum.extend_from_slice(&[0; 40]);
+                assert!(matches!(
+                    read_sample_batch(&datum),
+                    Err(SchemaError::Decode(_))
+                ));
             }
-            datum.extend_from_slice(&[0; 40]);
-            assert!(matches!(
-                read_sample_batch(&datum),
-                Err(SchemaError::Decode(_))
-            ));
         }
     }
 
@@ -394,10 +493,25 @@ mod tests {
         );
         let err = read_sample_batch(&[0x02, 0xFF, 0x00]).unwrap_err();
         assert!(err.to_string().contains("not UTF-8"), "{err}");
-        let err = read_sample_batch(&[0x00, 0x00, 0x00, 0x00]).unwrap_err();
+        let err = read_sample_batch(&[0x00, 0x00, 0x00, 0x00, 0x00]).unwrap_err();
         assert_eq!(
             err.to_string(),
             "cannot decode avro datum: 1 trailing bytes after the datum"
+        );
+        // One chunk whose `first` is 2^31: the error is after the int.
+        let err = read_sample_batch(&[
+            0x00, 0x00, 0x00, 0x02, 0x00, 0x80, 0x80, 0x80, 0x80, 0x10, 0x00,
+        ])
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cannot decode avro datum: int 2147483648 out of the 32-bit range at byte 20"
+        );
+        // No chunks array after the samples: truncated.
+        let err = read_sample_batch(&[0x00, 0x00, 0x00]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cannot decode avro datum: truncated datum at byte 13"
         );
     }
 }

@@ -10,9 +10,10 @@
 //! compatible.
 //!
 //! Messages of the samples topic are encoded, and decoded when written with
-//! the current [`SAMPLES_SCHEMA`], by a hand-written codec specific to that
-//! schema (tested byte for byte against apache-avro); other writer schemas
-//! are resolved by apache-avro.
+//! the current [`SAMPLES_SCHEMA`] (v2), by a hand-written codec specific to
+//! that schema (tested byte for byte against apache-avro); messages written
+//! with the previous [`SAMPLES_SCHEMA_V1`] (without `chunks`) are resolved to
+//! the current schema by apache-avro.
 //!
 //! This is the only crate of the workspace that depends on `apache-avro`.
 
@@ -29,8 +30,13 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// Avro schema (`.avsc` text) of the values of the samples topic: one
-/// `io.tidemark.SampleBatch` record per message.
+/// `io.tidemark.SampleBatch` record per message. Version 2: v1 plus the
+/// batch's `chunks` (default empty).
 pub const SAMPLES_SCHEMA: &str = include_str!("../tidemark.samples.avsc");
+
+/// Version 1 of [`SAMPLES_SCHEMA`] (without `chunks`), which older producers
+/// wrote and which [`decode_sample_batch`] still reads.
+pub const SAMPLES_SCHEMA_V1: &str = include_str!("../history/tidemark.samples.v1.avsc");
 
 /// The two marker bytes that start every single-object message.
 const MAGIC: [u8; 2] = [0xC3, 0x01];
@@ -48,6 +54,22 @@ pub struct SampleBatch {
     pub produced_at: i64,
     /// The samples, in the order they were received.
     pub samples: Vec<WireSample>,
+    /// Runs of `samples` sent with an Idempotency-Key (absent before schema v2).
+    #[serde(default)]
+    pub chunks: Vec<Chunk>,
+}
+
+/// A run of a batch's samples that is one chunk of an idempotent request for the
+/// batch's partition (Avro record `io.tidemark.Chunk`). The first occurrence of an `id`
+/// in a partition's log is applied; later ones are retries and are skipped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chunk {
+    /// Hex digest of (idempotency key, request body, partition, chunk index).
+    pub id: String,
+    /// Index in `samples` of the chunk's first sample.
+    pub first: i32,
+    /// How many consecutive samples the chunk holds.
+    pub count: i32,
 }
 
 /// One sample on the wire (Avro record `io.tidemark.Sample`).
@@ -242,12 +264,16 @@ fn read_header(bytes: &[u8]) -> Result<(u64, &[u8]), SchemaError> {
 /// Fingerprint of [`SAMPLES_SCHEMA`] (checked by tests). The hand-written
 /// codec of the `codec` module implements exactly this schema: a message
 /// carrying this fingerprint is decoded by it.
-const SAMPLES_FINGERPRINT: u64 = 0x4931_6f5d_e45a_ea03;
+const SAMPLES_FINGERPRINT: u64 = 0x8461_bfcb_c527_c9ca;
 
 /// Decoder of the samples topic for writer schemas other than the current
-/// one (the embedded schema is checked by tests).
-static SAMPLES_DECODER: LazyLock<Decoder> =
-    LazyLock::new(|| Decoder::new(SAMPLES_SCHEMA).expect("embedded samples schema is valid"));
+/// one: [`SAMPLES_SCHEMA_V1`], whose messages get empty `chunks` (the
+/// embedded schemas are checked by tests).
+static SAMPLES_DECODER: LazyLock<Decoder> = LazyLock::new(|| {
+    Decoder::new(SAMPLES_SCHEMA)
+        .and_then(|decoder| decoder.with_writer_schema(SAMPLES_SCHEMA_V1))
+        .expect("embedded samples schemas are valid and v1 resolves to v2")
+});
 
 /// Encodes `batch` as a single-object message of [`SAMPLES_SCHEMA`].
 ///
@@ -261,8 +287,8 @@ pub fn encode_sample_batch(batch: &SampleBatch) -> Result<Vec<u8>, SchemaError> 
 }
 
 /// Decodes a single-object message written with [`SAMPLES_SCHEMA`] (by the
-/// hand-written codec), or with another writer schema known to the samples
-/// decoder (resolved by apache-avro). The whole of `bytes` must be one
+/// hand-written codec), or with [`SAMPLES_SCHEMA_V1`] (resolved by
+/// apache-avro, with empty `chunks`). The whole of `bytes` must be one
 /// message. Never panics, whatever the bytes.
 pub fn decode_sample_batch(bytes: &[u8]) -> Result<SampleBatch, SchemaError> {
     match read_header(bytes)? {
@@ -299,5 +325,16 @@ mod tests {
             SAMPLES_FINGERPRINT
         );
         assert_eq!(SAMPLES_DECODER.reader_fingerprint, SAMPLES_FINGERPRINT);
+    }
+
+    #[test]
+    fn samples_decoder_knows_v1_and_v2_only() {
+        let v1 = schema_fingerprint(SAMPLES_SCHEMA_V1).unwrap();
+        assert_ne!(v1, SAMPLES_FINGERPRINT);
+        let mut known: Vec<u64> = SAMPLES_DECODER.writers.keys().copied().collect();
+        known.sort_unstable();
+        let mut expected = vec![v1, SAMPLES_FINGERPRINT];
+        expected.sort_unstable();
+        assert_eq!(known, expected);
     }
 }

@@ -1,5 +1,6 @@
-//! Integration tests of the samples schema and its single-object encoding:
-//! round trips, header layout, fingerprints, schema evolution and robustness
+//! Integration tests of the samples schema (v2) and its single-object
+//! encoding: round trips, header layout, fingerprints, schema evolution
+//! (reading v1 messages, and newer writer and reader schemas) and robustness
 //! against malformed input.
 
 use std::collections::BTreeMap;
@@ -9,12 +10,22 @@ use apache_avro::writer::datum::GenericDatumWriter;
 use apache_avro::Schema;
 use serde::{Deserialize, Serialize};
 use tidemark_schemas::{
-    decode_sample_batch, encode_sample_batch, parsing_canonical_form, schema_fingerprint, Decoder,
-    SampleBatch, SchemaError, WireSample, SAMPLES_SCHEMA,
+    decode_sample_batch, encode_sample_batch, parsing_canonical_form, schema_fingerprint, Chunk,
+    Decoder, SampleBatch, SchemaError, WireSample, SAMPLES_SCHEMA, SAMPLES_SCHEMA_V1,
 };
 
-/// The samples schema as a newer producer could write it: a new field with a
-/// default on each record.
+/// Fingerprint of [`SAMPLES_SCHEMA_V1`], carried by the messages of older
+/// producers.
+const V1_FINGERPRINT: u64 = 0x4931_6f5d_e45a_ea03;
+
+/// Fingerprint of [`SAMPLES_SCHEMA`] (v2).
+const V2_FINGERPRINT: u64 = 0x8461_bfcb_c527_c9ca;
+
+/// Fingerprint of [`NEWER_SAMPLES_SCHEMA`].
+const NEWER_FINGERPRINT: u64 = 0x68bc_9a89_f382_64b2;
+
+/// The samples schema (v2) as a newer producer could write it: a new field
+/// with a default on each record.
 const NEWER_SAMPLES_SCHEMA: &str = r#"{
   "type": "record", "name": "SampleBatch", "namespace": "io.tidemark",
   "fields": [
@@ -32,6 +43,14 @@ const NEWER_SAMPLES_SCHEMA: &str = r#"{
         {"name": "tags", "type": {"type": "map", "values": "string"}},
         {"name": "unit", "type": "string", "default": ""}
       ]}}},
+    {"name": "chunks", "type": {"type": "array", "items": {
+      "type": "record", "name": "Chunk",
+      "fields": [
+        {"name": "id", "type": "string"},
+        {"name": "first", "type": "int"},
+        {"name": "count", "type": "int"},
+        {"name": "attempt", "type": "int", "default": 0}
+      ]}}, "default": []},
     {"name": "producer", "type": "string", "default": "unknown"}
   ]
 }"#;
@@ -42,7 +61,35 @@ struct NewerSampleBatch {
     batch_id: String,
     produced_at: i64,
     samples: Vec<NewerSample>,
+    chunks: Vec<NewerChunk>,
     producer: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename = "Chunk")]
+struct NewerChunk {
+    id: String,
+    first: i32,
+    count: i32,
+    attempt: i32,
+}
+
+/// A batch as a v1 producer wrote it (no `chunks`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename = "SampleBatch")]
+struct SampleBatchV1 {
+    batch_id: String,
+    produced_at: i64,
+    samples: Vec<WireSample>,
+}
+
+/// `batch` without its chunks, as a v1 producer would have written it.
+fn v1_batch(batch: &SampleBatch) -> SampleBatchV1 {
+    SampleBatchV1 {
+        batch_id: batch.batch_id.clone(),
+        produced_at: batch.produced_at,
+        samples: batch.samples.clone(),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -116,6 +163,18 @@ fn sample_batch() -> SampleBatch {
                 tags: BTreeMap::new(),
             },
         ],
+        chunks: vec![
+            Chunk {
+                id: "3f2a".repeat(16),
+                first: 0,
+                count: 2,
+            },
+            Chunk {
+                id: "9c01".repeat(16),
+                first: 3,
+                count: 2,
+            },
+        ],
     }
 }
 
@@ -174,6 +233,7 @@ fn round_trip_with_tags_and_edge_values() {
         batch_id: String::new(),
         produced_at: 0,
         samples: Vec::new(),
+        chunks: Vec::new(),
     };
     let bytes = encode_sample_batch(&empty).unwrap();
     assert_eq!(decode_sample_batch(&bytes).unwrap(), empty);
@@ -191,58 +251,122 @@ fn round_trip_keeps_nan() {
 #[test]
 fn header_is_marker_and_little_endian_fingerprint() {
     let bytes = encode_sample_batch(&sample_batch()).unwrap();
-    let fingerprint = schema_fingerprint(SAMPLES_SCHEMA).unwrap();
     assert_eq!(bytes[..2], [0xC3, 0x01]);
-    assert_eq!(bytes[2..10], fingerprint.to_le_bytes());
+    assert_eq!(bytes[2..10], V2_FINGERPRINT.to_le_bytes());
 }
+
+/// The canonical form of the v1 samples schema up to (and without) the end
+/// of its field list.
+const V1_CANONICAL_FIELDS: &str = concat!(
+    r#"{"name":"io.tidemark.SampleBatch","type":"record","fields":["#,
+    r#"{"name":"batch_id","type":"string"},"#,
+    r#"{"name":"produced_at","type":"long"},"#,
+    r#"{"name":"samples","type":{"type":"array","items":"#,
+    r#"{"name":"io.tidemark.Sample","type":"record","fields":["#,
+    r#"{"name":"service","type":"string"},"#,
+    r#"{"name":"metric","type":"string"},"#,
+    r#"{"name":"value","type":"double"},"#,
+    r#"{"name":"count","type":"long"},"#,
+    r#"{"name":"error","type":"boolean"},"#,
+    r#"{"name":"timestamp","type":"long"},"#,
+    r#"{"name":"tags","type":{"type":"map","values":"string"}}]}}}"#,
+);
 
 #[test]
 fn fingerprint_is_rabin_of_the_spec_canonical_form() {
+    // Pinned: changing them changes the fingerprint of every message on the
+    // topic. Logical types reduce to "long"; docs and defaults are stripped.
+    // The v1 values are the ones Java's `SchemaNormalization.toParsingForm`
+    // and `parsingFingerprint64` compute for its .avsc file; the v2 ones
+    // were checked against the CRC-64-AVRO of Python's `avro` package.
     let canonical = parsing_canonical_form(SAMPLES_SCHEMA).unwrap();
-    // Pinned: changing it changes the fingerprint of every message on the
-    // topic. Logical types reduce to "long"; docs are stripped. Both values
-    // are the ones Java's `SchemaNormalization.toParsingForm` and
-    // `parsingFingerprint64` compute for the .avsc file.
     assert_eq!(
         canonical,
-        concat!(
-            r#"{"name":"io.tidemark.SampleBatch","type":"record","fields":["#,
-            r#"{"name":"batch_id","type":"string"},"#,
-            r#"{"name":"produced_at","type":"long"},"#,
-            r#"{"name":"samples","type":{"type":"array","items":"#,
-            r#"{"name":"io.tidemark.Sample","type":"record","fields":["#,
-            r#"{"name":"service","type":"string"},"#,
-            r#"{"name":"metric","type":"string"},"#,
-            r#"{"name":"value","type":"double"},"#,
-            r#"{"name":"count","type":"long"},"#,
-            r#"{"name":"error","type":"boolean"},"#,
-            r#"{"name":"timestamp","type":"long"},"#,
-            r#"{"name":"tags","type":{"type":"map","values":"string"}}]}}}]}"#,
-        )
+        [
+            V1_CANONICAL_FIELDS,
+            r#",{"name":"chunks","type":{"type":"array","items":"#,
+            r#"{"name":"io.tidemark.Chunk","type":"record","fields":["#,
+            r#"{"name":"id","type":"string"},"#,
+            r#"{"name":"first","type":"int"},"#,
+            r#"{"name":"count","type":"int"}]}}}]}"#,
+        ]
+        .concat()
     );
     let fingerprint = schema_fingerprint(SAMPLES_SCHEMA).unwrap();
     assert_eq!(fingerprint, reference_rabin(canonical.as_bytes()));
-    assert_eq!(fingerprint, 0x4931_6f5d_e45a_ea03);
+    assert_eq!(fingerprint, V2_FINGERPRINT);
+
+    let canonical_v1 = parsing_canonical_form(SAMPLES_SCHEMA_V1).unwrap();
+    assert_eq!(canonical_v1, [V1_CANONICAL_FIELDS, "]}"].concat());
+    let fingerprint_v1 = schema_fingerprint(SAMPLES_SCHEMA_V1).unwrap();
+    assert_eq!(fingerprint_v1, reference_rabin(canonical_v1.as_bytes()));
+    assert_eq!(fingerprint_v1, V1_FINGERPRINT);
+}
+
+/// v1 and v2 messages are told apart by their fingerprints, both pinned.
+#[test]
+fn v1_and_v2_fingerprints_differ_and_are_pinned() {
+    assert_ne!(V1_FINGERPRINT, V2_FINGERPRINT);
+    assert_eq!(
+        schema_fingerprint(SAMPLES_SCHEMA_V1).unwrap(),
+        V1_FINGERPRINT
+    );
+    assert_eq!(schema_fingerprint(SAMPLES_SCHEMA).unwrap(), V2_FINGERPRINT);
+    let v1 = encode_with(SAMPLES_SCHEMA_V1, &v1_batch(&sample_batch()));
+    assert_eq!(v1[2..10], V1_FINGERPRINT.to_le_bytes());
+    let v2 = encode_sample_batch(&sample_batch()).unwrap();
+    assert_eq!(v2[2..10], V2_FINGERPRINT.to_le_bytes());
 }
 
 #[test]
-fn embedded_schema_documents_every_field() {
-    let Schema::Record(batch) = Schema::parse_str(SAMPLES_SCHEMA).unwrap() else {
-        panic!("SampleBatch is not a record");
+fn embedded_schemas_document_every_field() {
+    let mut batches = Vec::new();
+    for text in [SAMPLES_SCHEMA_V1, SAMPLES_SCHEMA] {
+        let Schema::Record(batch) = Schema::parse_str(text).unwrap() else {
+            panic!("SampleBatch is not a record");
+        };
+        let Schema::Array(samples) = &batch.fields[2].schema else {
+            panic!("samples is not an array");
+        };
+        let Schema::Record(sample) = &*samples.items else {
+            panic!("samples items are not records");
+        };
+        assert_eq!(batch.name.fullname(None), "io.tidemark.SampleBatch");
+        assert_eq!(sample.name.fullname(None), "io.tidemark.Sample");
+        for field in batch.fields.iter().chain(&sample.fields) {
+            assert!(field.doc.is_some(), "field {} has no doc", field.name);
+        }
+        assert!(matches!(batch.fields[1].schema, Schema::TimestampMillis));
+        assert!(matches!(sample.fields[5].schema, Schema::TimestampMillis));
+        batches.push(batch);
+    }
+    let [v1, v2] = &batches[..] else {
+        unreachable!()
     };
-    let Schema::Array(samples) = &batch.fields[2].schema else {
-        panic!("samples is not an array");
+    // v2 is v1 plus a last field `chunks`, an array of `Chunk` records that
+    // defaults to empty (so that v1 messages resolve to v2).
+    assert_eq!(v1.fields.len(), 3);
+    assert_eq!(v2.fields.len(), 4);
+    let chunks = &v2.fields[3];
+    assert_eq!(chunks.name, "chunks");
+    assert_eq!(
+        chunks.default.as_ref().map(ToString::to_string).as_deref(),
+        Some("[]")
+    );
+    let Schema::Array(items) = &chunks.schema else {
+        panic!("chunks is not an array");
     };
-    let Schema::Record(sample) = &*samples.items else {
-        panic!("samples items are not records");
+    let Schema::Record(chunk) = &*items.items else {
+        panic!("chunks items are not records");
     };
-    assert_eq!(batch.name.fullname(None), "io.tidemark.SampleBatch");
-    assert_eq!(sample.name.fullname(None), "io.tidemark.Sample");
-    for field in batch.fields.iter().chain(&sample.fields) {
+    assert_eq!(chunk.name.fullname(None), "io.tidemark.Chunk");
+    assert!(chunks.doc.is_some());
+    for field in &chunk.fields {
         assert!(field.doc.is_some(), "field {} has no doc", field.name);
     }
-    assert!(matches!(batch.fields[1].schema, Schema::TimestampMillis));
-    assert!(matches!(sample.fields[5].schema, Schema::TimestampMillis));
+    assert!(matches!(chunk.fields[0].schema, Schema::String));
+    assert!(matches!(chunk.fields[1].schema, Schema::Int));
+    assert!(matches!(chunk.fields[2].schema, Schema::Int));
 }
 
 /// The datum of `batch` as apache-avro's generic `Value` writer encodes it.
@@ -270,6 +394,17 @@ fn reference_datum(batch: &SampleBatch) -> Vec<u8> {
             ])
         })
         .collect();
+    let chunks = batch
+        .chunks
+        .iter()
+        .map(|c| {
+            Value::Record(vec![
+                ("id".into(), Value::String(c.id.clone())),
+                ("first".into(), Value::Int(c.first)),
+                ("count".into(), Value::Int(c.count)),
+            ])
+        })
+        .collect();
     let value = Value::Record(vec![
         ("batch_id".into(), Value::String(batch.batch_id.clone())),
         (
@@ -277,6 +412,7 @@ fn reference_datum(batch: &SampleBatch) -> Vec<u8> {
             Value::TimestampMillis(batch.produced_at),
         ),
         ("samples".into(), Value::Array(samples)),
+        ("chunks".into(), Value::Array(chunks)),
     ]);
     let schema = Schema::parse_str(SAMPLES_SCHEMA).unwrap();
     let writer = GenericDatumWriter::builder(&schema).build().unwrap();
@@ -285,9 +421,10 @@ fn reference_datum(batch: &SampleBatch) -> Vec<u8> {
     datum
 }
 
-/// A batch of edge values: empty and unicode strings, extreme longs, signed
-/// zeros, infinities and NaNs of several bit patterns, empty and large tag
-/// maps.
+/// A batch of edge values: empty and unicode strings, extreme longs and
+/// ints, signed zeros, infinities and NaNs of several bit patterns, empty and
+/// large tag maps, and chunks (the codec does not check that they fit the
+/// samples).
 fn edge_batch() -> SampleBatch {
     let nans = [
         f64::NAN.to_bits(),
@@ -339,19 +476,29 @@ fn edge_batch() -> SampleBatch {
             },
         });
     }
+    let ints = [0, 1, -1, 63, -64, 64, -65, i32::MAX, i32::MIN, i32::MIN + 1];
+    let chunks = (0..ints.len())
+        .map(|i| Chunk {
+            id: ["", "0f", "ünïcödé", "\u{1F600}\u{0}"][i % 4].repeat(i),
+            first: ints[i],
+            count: ints[(i + 3) % ints.len()],
+        })
+        .collect();
     SampleBatch {
         batch_id: "\u{1F600}".to_string(),
         produced_at: i64::MIN,
         samples,
+        chunks,
     }
 }
 
-/// An empty batch: empty id, no samples.
+/// An empty batch: empty id, no samples, no chunks.
 fn empty_batch() -> SampleBatch {
     SampleBatch {
         batch_id: String::new(),
         produced_at: i64::MAX,
         samples: Vec::new(),
+        chunks: Vec::new(),
     }
 }
 
@@ -361,6 +508,7 @@ type Comparable = (
     String,
     i64,
     Vec<(String, String, u64, i64, bool, i64, Vec<(String, String)>)>,
+    Vec<Chunk>,
 );
 
 fn comparable(batch: &SampleBatch) -> Comparable {
@@ -379,7 +527,12 @@ fn comparable(batch: &SampleBatch) -> Comparable {
             )
         })
         .collect();
-    (batch.batch_id.clone(), batch.produced_at, samples)
+    (
+        batch.batch_id.clone(),
+        batch.produced_at,
+        samples,
+        batch.chunks.clone(),
+    )
 }
 
 fn assert_same(left: &SampleBatch, right: &SampleBatch) {
@@ -408,7 +561,22 @@ fn random_long(rng: &mut XorShift) -> i64 {
     }
 }
 
-/// A random valid batch of up to `max_samples` samples.
+/// A random int, of any varint length.
+fn random_int(rng: &mut XorShift) -> i32 {
+    let bits = rng.below(33);
+    let n = if bits == 32 {
+        rng.next() as u32
+    } else {
+        rng.next() as u32 & ((1 << bits) - 1)
+    } as i32;
+    if rng.below(2) == 0 {
+        n
+    } else {
+        n.wrapping_neg()
+    }
+}
+
+/// A random valid batch of up to `max_samples` samples and 3 chunks.
 fn random_batch(rng: &mut XorShift, max_samples: usize) -> SampleBatch {
     let samples = (0..rng.below(max_samples + 1))
         .map(|_| WireSample {
@@ -424,10 +592,18 @@ fn random_batch(rng: &mut XorShift, max_samples: usize) -> SampleBatch {
                 .collect(),
         })
         .collect();
+    let chunks = (0..rng.below(4))
+        .map(|_| Chunk {
+            id: random_string(rng, 64),
+            first: random_int(rng),
+            count: random_int(rng),
+        })
+        .collect();
     SampleBatch {
         batch_id: random_string(rng, 40),
         produced_at: random_long(rng),
         samples,
+        chunks,
     }
 }
 
@@ -542,6 +718,8 @@ fn hand_decoder_agrees_with_apache_avro_on_mutated_messages() {
         encode_sample_batch(&edge_batch()).unwrap(),
     ];
     originals.extend((0..30).map(|_| encode_sample_batch(&random_batch(&mut rng, 4)).unwrap()));
+    // Batches of chunks only, so that more mutations hit chunks.
+    originals.extend((0..10).map(|_| encode_sample_batch(&random_batch(&mut rng, 0)).unwrap()));
     let mut decoded = 0;
     for i in 0..30_000 {
         let mut bytes = originals[i % originals.len()].clone();
@@ -595,7 +773,7 @@ fn put_string(out: &mut Vec<u8>, s: &str) {
 /// A message of the current schema with the given datum.
 fn message(datum: &[u8]) -> Vec<u8> {
     let mut bytes = vec![0xC3, 0x01];
-    bytes.extend_from_slice(&schema_fingerprint(SAMPLES_SCHEMA).unwrap().to_le_bytes());
+    bytes.extend_from_slice(&V2_FINGERPRINT.to_le_bytes());
     bytes.extend_from_slice(datum);
     bytes
 }
@@ -609,6 +787,22 @@ fn put_sample(out: &mut Vec<u8>, tags: &[u8]) {
     out.push(1);
     put_long(out, 3);
     out.extend_from_slice(tags);
+}
+
+/// Appends a chunk; `first` and `count` are written as longs, which are
+/// valid ints only when they fit 32 bits.
+fn put_chunk(out: &mut Vec<u8>, id: &str, first: i64, count: i64) {
+    put_string(out, id);
+    put_long(out, first);
+    put_long(out, count);
+}
+
+fn chunk(id: &str, first: i32, count: i32) -> Chunk {
+    Chunk {
+        id: id.into(),
+        first,
+        count,
+    }
 }
 
 /// Encodings other writers may produce (several blocks, negative block
@@ -628,7 +822,9 @@ fn unusual_valid_encodings_decode_like_apache_avro() {
     };
 
     // Samples in three blocks: 1 item, -2 items (with a byte size), 1 item;
-    // tags in two blocks, the second with a negative count and a duplicate key.
+    // tags in two blocks, the second with a negative count and a duplicate key;
+    // chunks in three blocks as the samples, with extreme and negative ints
+    // (valid Avro ints; what they mean is for consumers to check).
     let mut tags_datum = Vec::new();
     put_long(&mut tags_datum, 1);
     put_string(&mut tags_datum, "a");
@@ -652,6 +848,15 @@ fn unusual_valid_encodings_decode_like_apache_avro() {
     put_long(&mut datum, 1);
     put_sample(&mut datum, &[0]);
     datum.push(0);
+    put_long(&mut datum, 1);
+    put_chunk(&mut datum, "a", 0, 1);
+    put_long(&mut datum, -2);
+    put_long(&mut datum, 7); // the byte size is not checked
+    put_chunk(&mut datum, "b", i32::MAX.into(), -5);
+    put_chunk(&mut datum, "", i32::MIN.into(), 0);
+    put_long(&mut datum, 1);
+    put_chunk(&mut datum, "a", 1, 1); // ids are not checked for duplicates
+    datum.push(0);
     let bytes = message(&datum);
     let expected = SampleBatch {
         batch_id: "id".into(),
@@ -662,13 +867,19 @@ fn unusual_valid_encodings_decode_like_apache_avro() {
             expected_sample(BTreeMap::new()),
             expected_sample(BTreeMap::new()),
         ],
+        chunks: vec![
+            chunk("a", 0, 1),
+            chunk("b", i32::MAX, -5),
+            chunk("", i32::MIN, 0),
+            chunk("a", 1, 1),
+        ],
     };
     assert_eq!(decode_sample_batch(&bytes).unwrap(), expected);
     assert!(assert_decoders_agree(&decoder, &bytes));
 
     // Non-minimal varints (0 as 0x80 0x80 0x00, 1 as 0x82 0x00, a 10-byte
-    // -1), and a 10-byte varint whose 10th byte has bits beyond the 64th
-    // (ignored by both: 0x7F counts as 0x01).
+    // -1, also as an int), and a 10-byte varint whose 10th byte has bits
+    // beyond the 64th (ignored by both: 0x7F counts as 0x01).
     let mut datum = vec![0x80, 0x80, 0x00]; // batch_id: length 0
                                             // produced_at: 2^64 - 2 zig-zagged, i.e. i64::MAX
     datum.extend_from_slice(&[0xFE, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F]);
@@ -682,6 +893,13 @@ fn unusual_valid_encodings_decode_like_apache_avro() {
     datum.extend_from_slice(&[0x80, 0x00]); // timestamp: 0
     datum.extend_from_slice(&[0x80, 0x00]); // no tags
     datum.extend_from_slice(&[0x80, 0x80, 0x00]); // end of samples
+    datum.extend_from_slice(&[0x82, 0x00]); // one chunk
+    datum.extend_from_slice(&[0x82, 0x80, 0x00]); // id: length 1
+    datum.push(b'x');
+    // first: -1 in 10 bytes
+    datum.extend_from_slice(&[0x81, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00]);
+    datum.extend_from_slice(&[0xFE, 0xFF, 0xFF, 0xFF, 0x0F]); // count: i32::MAX
+    datum.extend_from_slice(&[0x80, 0x00]); // end of chunks
     let bytes = message(&datum);
     assert_eq!(
         decode_sample_batch(&bytes).unwrap(),
@@ -694,12 +912,14 @@ fn unusual_valid_encodings_decode_like_apache_avro() {
                 timestamp: 0,
                 ..expected_sample(BTreeMap::new())
             }],
+            chunks: vec![chunk("x", -1, i32::MAX)],
         }
     );
     assert!(assert_decoders_agree(&decoder, &bytes));
 }
 
-/// Hostile lengths and counts fail fast, without allocating what they claim.
+/// Hostile lengths, counts and ints fail fast, without allocating what they
+/// claim.
 #[test]
 fn hostile_lengths_and_counts_are_rejected() {
     let decoder = Decoder::new(SAMPLES_SCHEMA).unwrap();
@@ -711,7 +931,7 @@ fn hostile_lengths_and_counts_are_rejected() {
         datum.extend_from_slice(b"abc");
         cases.push(datum);
     }
-    // Huge sample counts, positive and negative, and huge tag counts.
+    // Huge sample, tag and chunk counts, positive and negative.
     for count in [i64::MAX, i64::MIN, -(1 << 50), 1 << 50] {
         let mut datum = vec![0, 0];
         put_long(&mut datum, count);
@@ -730,7 +950,47 @@ fn hostile_lengths_and_counts_are_rejected() {
         let mut datum = vec![0, 0, 2];
         put_sample(&mut datum, &tags);
         cases.push(datum);
+        let mut datum = vec![0, 0, 0];
+        put_long(&mut datum, count);
+        if count < 0 {
+            put_long(&mut datum, 3);
+        }
+        put_chunk(&mut datum, "c", 0, 1);
+        cases.push(datum);
     }
+    // Chunk ints beyond the 32-bit range, as `first` and as `count`.
+    let beyond = [
+        i64::from(i32::MAX) + 1,
+        i64::from(i32::MIN) - 1,
+        1 << 40,
+        i64::MAX,
+        i64::MIN,
+    ];
+    for n in beyond {
+        for (first, count) in [(n, 1), (0, n)] {
+            let mut datum = vec![0, 0, 0, 2];
+            put_chunk(&mut datum, "c", first, count);
+            datum.push(0);
+            cases.push(datum);
+        }
+    }
+    // Chunk ids of negative or past-the-end length, or not UTF-8.
+    for id in [&[0x01][..], &[0x0A, b'a'], &[0x02, 0xFF]] {
+        let mut datum = vec![0, 0, 0, 2];
+        datum.extend_from_slice(id);
+        datum.extend_from_slice(&[0, 0, 0]);
+        cases.push(datum);
+    }
+    // Truncated chunk arrays: every strict prefix of a datum with chunks
+    // (the shortest lacks the chunks array altogether).
+    let mut datum = vec![0, 0, 0];
+    put_long(&mut datum, -2);
+    put_long(&mut datum, 20);
+    put_chunk(&mut datum, "abc", 300, -300);
+    put_chunk(&mut datum, "", i32::MAX.into(), i32::MIN.into());
+    datum.push(0);
+    assert!(decode_sample_batch(&message(&datum)).is_ok());
+    cases.extend((3..datum.len()).map(|len| datum[..len].to_vec()));
     // A varint of 11 bytes.
     let mut datum = vec![0];
     datum.extend_from_slice(&[0x80; 10]);
@@ -742,17 +1002,18 @@ fn hostile_lengths_and_counts_are_rejected() {
         let mut datum = Vec::new();
         put_long(&mut datum, bad.len() as i64);
         datum.extend_from_slice(bad);
-        datum.extend_from_slice(&[0, 0]);
+        datum.extend_from_slice(&[0, 0, 0]);
         cases.push(datum);
     }
     // A boolean byte other than 0 and 1.
     let mut datum = vec![0, 0, 2];
-    put_sample(&mut datum, &[0, 0]);
-    let error_at = datum.len() - 4; // the error byte, before timestamp and tags
+    put_sample(&mut datum, &[0]);
+    let error_at = datum.len() - 3; // the error byte, before timestamp and tags
     datum[error_at] = 2;
+    datum.extend_from_slice(&[0, 0]); // end of samples, no chunks
     cases.push(datum);
     // Trailing bytes.
-    cases.push(vec![0, 0, 0, 0]);
+    cases.push(vec![0, 0, 0, 0, 0]);
 
     for datum in cases {
         let bytes = message(&datum);
@@ -763,6 +1024,57 @@ fn hostile_lengths_and_counts_are_rejected() {
         // (The claimed string lengths are tiny or beyond apache-avro's
         // 512 MiB limit, so it does not allocate them either.)
         assert!(!assert_decoders_agree(&decoder, &bytes), "{datum:?}");
+    }
+}
+
+/// Messages of v1 producers (apache-avro's writer with the v1 schema and its
+/// fingerprint) decode, resolved to v2, into batches with the same samples
+/// and empty chunks.
+#[test]
+fn v1_messages_decode_with_empty_chunks() {
+    let batch = sample_batch();
+    let bytes = encode_with(SAMPLES_SCHEMA_V1, &v1_batch(&batch));
+    assert_eq!(bytes[2..10], V1_FINGERPRINT.to_le_bytes());
+    let decoded = decode_sample_batch(&bytes).unwrap();
+    assert!(decoded.chunks.is_empty());
+    assert_eq!(decoded.samples, batch.samples);
+    assert_eq!(
+        decoded,
+        SampleBatch {
+            chunks: Vec::new(),
+            ..batch
+        }
+    );
+
+    // A decoder knows v1 only once registered, and then decodes it alike.
+    let fresh = Decoder::new(SAMPLES_SCHEMA).unwrap();
+    let registered = Decoder::new(SAMPLES_SCHEMA)
+        .unwrap()
+        .with_writer_schema(SAMPLES_SCHEMA_V1)
+        .unwrap();
+    let mut rng = XorShift(0x94D0_49BB_1331_11EB);
+    let fixed = [sample_batch(), edge_batch(), empty_batch()];
+    let random = (0..300).map(|_| random_batch(&mut rng, 12));
+    for batch in fixed.into_iter().chain(random) {
+        let bytes = encode_with(SAMPLES_SCHEMA_V1, &v1_batch(&batch));
+        let expected = SampleBatch {
+            chunks: Vec::new(),
+            ..batch
+        };
+        assert_same(&decode_sample_batch(&bytes).unwrap(), &expected);
+        assert_same(&registered.decode(&bytes).unwrap(), &expected);
+        assert!(matches!(
+            fresh.decode::<SampleBatch>(&bytes),
+            Err(SchemaError::UnknownFingerprint(V1_FINGERPRINT))
+        ));
+        // The fingerprint matters: a v1 datum under the v2 fingerprint lacks
+        // the chunks array.
+        let mut as_v2 = bytes;
+        as_v2[2..10].copy_from_slice(&V2_FINGERPRINT.to_le_bytes());
+        assert!(matches!(
+            decode_sample_batch(&as_v2),
+            Err(SchemaError::Decode(_))
+        ));
     }
 }
 
@@ -785,6 +1097,16 @@ fn newer_batch() -> NewerSampleBatch {
                 unit: "ms".to_string(),
             })
             .collect(),
+        chunks: batch
+            .chunks
+            .into_iter()
+            .map(|c| NewerChunk {
+                id: c.id,
+                first: c.first,
+                count: c.count,
+                attempt: 2,
+            })
+            .collect(),
         producer: "ingest-2".to_string(),
     }
 }
@@ -793,8 +1115,11 @@ fn newer_batch() -> NewerSampleBatch {
 fn newer_writer_schema_is_decoded_once_registered() {
     let bytes = encode_with(NEWER_SAMPLES_SCHEMA, &newer_batch());
     let newer_fingerprint = schema_fingerprint(NEWER_SAMPLES_SCHEMA).unwrap();
-    // As computed by Java's `SchemaNormalization.parsingFingerprint64`.
-    assert_eq!(newer_fingerprint, 0x1dc8_99a5_d5ca_b640);
+    // Pinned (checked against the CRC-64-AVRO of Python's `avro` package);
+    // the reference algorithm agrees on the canonical form.
+    assert_eq!(newer_fingerprint, NEWER_FINGERPRINT);
+    let canonical = parsing_canonical_form(NEWER_SAMPLES_SCHEMA).unwrap();
+    assert_eq!(newer_fingerprint, reference_rabin(canonical.as_bytes()));
     assert_eq!(bytes[2..10], newer_fingerprint.to_le_bytes());
 
     // Not registered: the process-wide decoder and a fresh one refuse it.
@@ -810,7 +1135,8 @@ fn newer_writer_schema_is_decoded_once_registered() {
         format!("unknown writer schema fingerprint {newer_fingerprint:016x}")
     );
 
-    // Registered: resolved to the current schema, new fields dropped.
+    // Registered: resolved to the current schema, new fields (of the batch,
+    // of samples and of chunks) dropped.
     let decoder = decoder.with_writer_schema(NEWER_SAMPLES_SCHEMA).unwrap();
     assert_eq!(
         decoder.decode::<SampleBatch>(&bytes).unwrap(),
@@ -829,44 +1155,55 @@ fn newer_reader_fills_defaults_of_older_messages() {
     let decoder = Decoder::new(NEWER_SAMPLES_SCHEMA)
         .unwrap()
         .with_writer_schema(SAMPLES_SCHEMA)
+        .unwrap()
+        .with_writer_schema(SAMPLES_SCHEMA_V1)
         .unwrap();
-    let bytes = encode_sample_batch(&sample_batch()).unwrap();
-    let decoded: NewerSampleBatch = decoder.decode(&bytes).unwrap();
     let mut expected = newer_batch();
     expected.producer = "unknown".to_string();
     for s in &mut expected.samples {
         s.unit = String::new();
     }
+    for c in &mut expected.chunks {
+        c.attempt = 0;
+    }
+    // A v2 message.
+    let bytes = encode_sample_batch(&sample_batch()).unwrap();
+    let decoded: NewerSampleBatch = decoder.decode(&bytes).unwrap();
+    assert_eq!(decoded, expected);
+    // A v1 message: no chunks either.
+    let bytes = encode_with(SAMPLES_SCHEMA_V1, &v1_batch(&sample_batch()));
+    let decoded: NewerSampleBatch = decoder.decode(&bytes).unwrap();
+    expected.chunks.clear();
     assert_eq!(decoded, expected);
 }
 
 #[test]
 fn incompatible_or_invalid_writer_schemas_are_rejected() {
     // The current schema cannot read a writer without `tags` (it has no
-    // default), nor one where `count` became a string.
-    let without_tags = SAMPLES_SCHEMA.replace(
-        r#"{
-              "name": "tags","#,
-        r#"{
-              "name": "tags_renamed","#,
-    );
-    assert_ne!(without_tags, SAMPLES_SCHEMA);
-    let decoder = Decoder::new(SAMPLES_SCHEMA).unwrap();
-    assert!(matches!(
-        decoder.with_writer_schema(&without_tags),
-        Err(SchemaError::IncompatibleSchema(_))
-    ));
+    // default), nor one where `count` became a string, nor one where a
+    // chunk's `first` became a long.
+    let without_tags = SAMPLES_SCHEMA.replace(r#""name": "tags""#, r#""name": "tags_renamed""#);
     let count_as_string = SAMPLES_SCHEMA.replace(
-        r#"{"name": "count", "type": "long""#,
-        r#"{"name": "count", "type": "string""#,
+        r#""name": "count",
+              "type": "long""#,
+        r#""name": "count",
+              "type": "string""#,
     );
-    assert_ne!(count_as_string, SAMPLES_SCHEMA);
-    assert!(matches!(
-        Decoder::new(SAMPLES_SCHEMA)
-            .unwrap()
-            .with_writer_schema(&count_as_string),
-        Err(SchemaError::IncompatibleSchema(_))
-    ));
+    let first_as_long = SAMPLES_SCHEMA.replace(
+        r#""name": "first",
+              "type": "int""#,
+        r#""name": "first",
+              "type": "long""#,
+    );
+    for incompatible in [without_tags, count_as_string, first_as_long] {
+        assert_ne!(incompatible, SAMPLES_SCHEMA);
+        assert!(matches!(
+            Decoder::new(SAMPLES_SCHEMA)
+                .unwrap()
+                .with_writer_schema(&incompatible),
+            Err(SchemaError::IncompatibleSchema(_))
+        ));
+    }
     for invalid in ["", "{", r#"{"type": "record"}"#, r#""nope""#] {
         assert!(matches!(
             Decoder::new(invalid),
@@ -904,39 +1241,43 @@ fn malformed_headers_are_rejected() {
 
 #[test]
 fn truncated_and_padded_messages_are_rejected() {
-    let bytes = encode_sample_batch(&sample_batch()).unwrap();
-    for len in 10..bytes.len() {
-        assert!(
-            decode_sample_batch(&bytes[..len]).is_err(),
-            "truncated to {len} bytes"
-        );
+    for bytes in [
+        encode_sample_batch(&sample_batch()).unwrap(),
+        encode_with(SAMPLES_SCHEMA_V1, &v1_batch(&sample_batch())),
+    ] {
+        for len in 10..bytes.len() {
+            assert!(
+                decode_sample_batch(&bytes[..len]).is_err(),
+                "truncated to {len} bytes"
+            );
+        }
+        let mut padded = bytes.clone();
+        padded.push(0);
+        assert!(matches!(
+            decode_sample_batch(&padded),
+            Err(SchemaError::Decode(_))
+        ));
     }
-    let mut padded = bytes.clone();
-    padded.push(0);
-    assert!(matches!(
-        decode_sample_batch(&padded),
-        Err(SchemaError::Decode(_))
-    ));
 }
 
 #[test]
 fn random_bytes_never_panic() {
     let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
-    let current = schema_fingerprint(SAMPLES_SCHEMA).unwrap();
-    let newer = schema_fingerprint(NEWER_SAMPLES_SCHEMA).unwrap();
+    let fingerprints = [V2_FINGERPRINT, NEWER_FINGERPRINT, V1_FINGERPRINT];
     let decoder = Decoder::new(SAMPLES_SCHEMA)
         .unwrap()
         .with_writer_schema(NEWER_SAMPLES_SCHEMA)
+        .unwrap()
+        .with_writer_schema(SAMPLES_SCHEMA_V1)
         .unwrap();
-    for i in 0..20_000 {
+    for i in 0..30_000 {
         let len = rng.below(96);
         let mut bytes = rng.bytes(len);
         // Most inputs get a valid header so that the datum decoder (both the
         // direct and the resolving path) sees the random body.
         if i % 4 != 0 && bytes.len() >= 10 {
-            let fingerprint = if i % 2 == 0 { current } else { newer };
             bytes[..2].copy_from_slice(&[0xC3, 0x01]);
-            bytes[2..10].copy_from_slice(&fingerprint.to_le_bytes());
+            bytes[2..10].copy_from_slice(&fingerprints[i % 3].to_le_bytes());
         }
         // Any outcome but a panic is fine; a random body almost never decodes.
         let _ = decoder.decode::<SampleBatch>(&bytes);
@@ -950,13 +1291,16 @@ fn mutated_messages_never_panic() {
     let decoder = Decoder::new(SAMPLES_SCHEMA)
         .unwrap()
         .with_writer_schema(NEWER_SAMPLES_SCHEMA)
+        .unwrap()
+        .with_writer_schema(SAMPLES_SCHEMA_V1)
         .unwrap();
     let originals = [
         encode_sample_batch(&sample_batch()).unwrap(),
         encode_with(NEWER_SAMPLES_SCHEMA, &newer_batch()),
+        encode_with(SAMPLES_SCHEMA_V1, &v1_batch(&sample_batch())),
     ];
-    for i in 0..20_000 {
-        let mut bytes = originals[i % 2].clone();
+    for i in 0..30_000 {
+        let mut bytes = originals[i % 3].clone();
         for _ in 0..1 + rng.below(4) {
             if bytes.len() <= 10 {
                 break;
