@@ -34,6 +34,8 @@ use crate::state::{Fence, PartitionState, SeriesCache};
 /// Flush early when this many samples wait in memory.
 const MAX_PENDING_SAMPLES: u64 = 500_000;
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How often applied idempotency chunks older than the retention are forgotten.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(300);
 
 /// Records partitions taken away by a rebalance, for the consume loop to drop.
 #[derive(Default)]
@@ -70,6 +72,7 @@ pub struct Aggregator {
     topic: String,
     cluster_id: String,
     flush_interval: Duration,
+    idempotency_retention: Duration,
     states: HashMap<i32, PartitionState>,
     series: SeriesCache,
     backlog: Option<Arc<Backlog>>,
@@ -111,6 +114,7 @@ impl Aggregator {
             topic: config.topics.samples.clone(),
             cluster_id,
             flush_interval: config.flush_interval,
+            idempotency_retention: config.idempotency_retention,
             states: HashMap::new(),
             series: SeriesCache::default(),
             backlog: deps.backlog,
@@ -123,10 +127,12 @@ impl Aggregator {
         let mut tick = tokio::time::interval(self.flush_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let consumer = self.consumer.clone();
+        let mut prune = tokio::time::interval(PRUNE_INTERVAL);
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 _ = tick.tick() => self.flush(&shutdown).await,
+                _ = prune.tick() => self.prune_chunks().await,
                 msg = consumer.recv() => match msg {
                     Ok(msg) => {
                         self.drop_revoked();
@@ -146,6 +152,14 @@ impl Aggregator {
         self.flush(&shutdown).await;
         tracing::info!("aggregator drained");
         Ok(())
+    }
+
+    async fn prune_chunks(&self) {
+        match store::prune_chunks(&self.pool, self.idempotency_retention).await {
+            Ok(n) if n > 0 => tracing::debug!(pruned = n, "forgot old idempotency chunks"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot prune idempotency chunks; will retry"),
+        }
     }
 
     fn pending_samples(&self) -> u64 {
@@ -319,14 +333,13 @@ impl Aggregator {
         let hot: Vec<HotBucket<'_>> = out
             .buckets
             .iter()
-            .map(|(p, series, hour, bucket)| {
-                let (meta, _) = &self.states[p].buckets[&(*series, *hour)];
+            .map(|w| {
                 (
-                    meta.service.as_str(),
-                    meta.metric.as_str(),
-                    *series,
-                    *hour,
-                    bucket,
+                    w.meta.service.as_str(),
+                    w.meta.metric.as_str(),
+                    w.meta.id,
+                    w.hour,
+                    &w.bucket,
                 )
             })
             .collect();

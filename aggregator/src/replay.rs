@@ -15,7 +15,7 @@ use tidemark_core::bucket::{hour_start, HOUR_MS};
 use tidemark_core::sample::format_instant;
 
 use crate::state::{Fence, PartitionState, SeriesCache};
-use crate::store::{upsert_series, write_buckets};
+use crate::store::{upsert_series, write_buckets, Written};
 
 /// What a replay did.
 #[derive(Debug, Default)]
@@ -106,8 +106,7 @@ pub async fn replay(
         hours: (to - from) / HOUR_MS,
         ..Default::default()
     };
-    let mut rebuilt: Vec<(i32, i64, i64, tidemark_core::Bucket)> = Vec::new();
-    let mut metas = Vec::new();
+    let mut rebuilt: Vec<Written> = Vec::new();
     for (&partition, &start) in &starts {
         let end = ends.get(&partition).copied().unwrap_or(0);
         if end <= start {
@@ -125,11 +124,24 @@ pub async fn replay(
             )
         })?;
         summary.messages += (end - start) as u64;
-        for ((series_id, hour), (meta, bucket)) in state.buckets {
+        // As the aggregator did: each idempotent chunk counts at its first occurrence.
+        let mut deltas = state.chunk_deltas(|_| true);
+        for (key, (meta, bucket)) in state.buckets {
+            deltas
+                .entry(key)
+                .or_insert_with(|| (meta, Default::default()))
+                .1
+                .merge(&bucket);
+        }
+        for ((_, hour), (meta, bucket)) in deltas {
             if (from..to).contains(&hour) {
                 summary.samples_in_range += bucket.count;
-                metas.push(meta);
-                rebuilt.push((partition, series_id, hour, bucket));
+                rebuilt.push(Written {
+                    partition,
+                    meta,
+                    hour,
+                    bucket,
+                });
             }
         }
     }
@@ -141,7 +153,7 @@ pub async fn replay(
         .execute(&mut *tx)
         .await
         .map_err(anyhow::Error::from)?;
-    let series: Vec<_> = metas.iter().map(|m| m.as_ref()).collect();
+    let series: Vec<_> = rebuilt.iter().map(|w| w.meta.as_ref()).collect();
     upsert_series(&mut tx, &series)
         .await
         .map_err(anyhow::Error::from)?;

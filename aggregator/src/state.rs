@@ -29,15 +29,49 @@ pub enum Fence {
     Row(i64, String),
 }
 
+/// Bucket deltas keyed by `(series_id, hour_ms)`.
+pub type Deltas = HashMap<(i64, i64), (Arc<SeriesMeta>, Bucket)>;
+
+/// One sample, reduced to what folding needs.
+#[derive(Debug, Clone)]
+pub struct Observation {
+    pub meta: Arc<SeriesMeta>,
+    pub value: f64,
+    pub count: u64,
+    pub error: bool,
+    pub timestamp: i64,
+}
+
+impl Observation {
+    fn fold_into(&self, deltas: &mut Deltas) {
+        let key = (self.meta.id, hour_start(self.timestamp));
+        let (_, bucket) = deltas
+            .entry(key)
+            .or_insert_with(|| (self.meta.clone(), Bucket::default()));
+        bucket.add(self.value, self.count, self.error, self.timestamp);
+    }
+}
+
+/// The samples of one idempotent request chunk, applied only if its id is new.
+#[derive(Debug)]
+pub struct PendingChunk {
+    pub id: String,
+    pub observations: Vec<Observation>,
+}
+
 /// Accumulated, not yet flushed deltas of one partition.
 #[derive(Debug)]
 pub struct PartitionState {
     pub fence: Fence,
-    /// The next offset to consume; everything before it is folded into `buckets`.
+    /// The next offset to consume; everything before it is folded into `buckets` or
+    /// held in `chunks`.
     pub next_offset: i64,
-    pub buckets: HashMap<(i64, i64), (Arc<SeriesMeta>, Bucket)>,
+    /// Deltas of the samples sent without an Idempotency-Key.
+    pub buckets: Deltas,
+    /// Chunks of idempotent requests, in log order, not yet known to be new.
+    pub chunks: Vec<PendingChunk>,
     pub samples: u64,
-    /// Estimated encoded size of the folded samples (see `tidemark_core::backlog`).
+    /// Estimated encoded size of the consumed samples (see `tidemark_core::backlog`).
     pub bytes: u64,
 }
 
@@ -47,6 +81,7 @@ impl PartitionState {
             fence,
             next_offset,
             buckets: HashMap::new(),
+            chunks: Vec::new(),
             samples: 0,
             bytes: 0,
         }
@@ -60,18 +95,37 @@ impl PartitionState {
         }
     }
 
-    /// Folds the batch at `offset` into the deltas.
+    /// Folds the batch at `offset` into the deltas; samples of idempotent chunks are
+    /// held until their chunk is known to be new.
     pub fn fold(&mut self, offset: i64, batch: &SampleBatch, series: &mut SeriesCache) {
-        for s in &batch.samples {
-            let meta = series.get(&s.service, &s.metric, &s.tags);
-            let key = (meta.id, hour_start(s.timestamp));
-            let (_, bucket) = self
-                .buckets
-                .entry(key)
-                .or_insert_with(|| (meta, Bucket::default()));
-            bucket.add(s.value, s.count.max(1) as u64, s.error, s.timestamp);
-            self.samples += s.count.max(1) as u64;
+        let mut chunk_of = vec![None; batch.samples.len()];
+        for (c, chunk) in batch.chunks.iter().enumerate() {
+            let first = chunk.first.max(0) as usize;
+            let end = (first + chunk.count.max(0) as usize).min(chunk_of.len());
+            for slot in chunk_of.iter_mut().take(end).skip(first) {
+                *slot = Some(c);
+            }
+        }
+        let base = self.chunks.len();
+        self.chunks
+            .extend(batch.chunks.iter().map(|c| PendingChunk {
+                id: c.id.clone(),
+                observations: Vec::new(),
+            }));
+        for (s, chunk) in batch.samples.iter().zip(chunk_of) {
+            let observation = Observation {
+                meta: series.get(&s.service, &s.metric, &s.tags),
+                value: s.value,
+                count: s.count.max(1) as u64,
+                error: s.error,
+                timestamp: s.timestamp,
+            };
+            self.samples += observation.count;
             self.bytes += sample_size(&s.service, &s.metric, &s.tags);
+            match chunk {
+                Some(c) => self.chunks[base + c].observations.push(observation),
+                None => observation.fold_into(&mut self.buckets),
+            }
         }
         self.next_offset = offset + 1;
     }
@@ -79,6 +133,30 @@ impl PartitionState {
     /// Marks the offset as consumed without data (an undecodable message).
     pub fn skip(&mut self, offset: i64) {
         self.next_offset = offset + 1;
+    }
+
+    /// Chunk ids in log order, each once (a retry within this window is dropped here).
+    pub fn chunk_ids(&self) -> Vec<&str> {
+        let mut seen = std::collections::HashSet::new();
+        self.chunks
+            .iter()
+            .map(|c| c.id.as_str())
+            .filter(|id| seen.insert(*id))
+            .collect()
+    }
+
+    /// The deltas of the first occurrence of each chunk whose id `is_new` accepts.
+    pub fn chunk_deltas(&self, mut is_new: impl FnMut(&str) -> bool) -> Deltas {
+        let mut deltas = Deltas::new();
+        let mut taken = std::collections::HashSet::new();
+        for chunk in &self.chunks {
+            if taken.insert(chunk.id.as_str()) && is_new(&chunk.id) {
+                for o in &chunk.observations {
+                    o.fold_into(&mut deltas);
+                }
+            }
+        }
+        deltas
     }
 }
 
@@ -148,6 +226,7 @@ mod tests {
                 sample("a", 7.0, 1, false, 4 * HOUR_MS + 9),
                 sample("b", 2.0, 1, false, 5 * HOUR_MS),
             ],
+            chunks: vec![],
         };
         st.fold(10, &batch, &mut cache);
         assert!(st.is_dirty());
@@ -173,6 +252,68 @@ mod tests {
         );
         st.skip(11);
         assert_eq!(st.next_offset, 12);
+    }
+
+    #[test]
+    fn chunk_samples_wait_and_only_first_occurrences_count() {
+        use tidemark_schemas::Chunk;
+        let mut st = PartitionState::new(Fence::Absent, 0);
+        let mut cache = SeriesCache::default();
+        let chunk = |id: &str, first, count| Chunk {
+            id: id.into(),
+            first,
+            count,
+        };
+        let samples = |v: f64| {
+            vec![
+                sample("a", v, 1, false, HOUR_MS),
+                sample("a", v, 1, false, HOUR_MS),
+                sample("a", v, 1, false, HOUR_MS),
+            ]
+        };
+        // Sample 0 is plain; samples 1..3 are chunk "x".
+        st.fold(
+            0,
+            &SampleBatch {
+                batch_id: "1".into(),
+                produced_at: 0,
+                samples: samples(1.0),
+                chunks: vec![chunk("x", 1, 2)],
+            },
+            &mut cache,
+        );
+        // A retry of "x", plus a new chunk "y".
+        st.fold(
+            1,
+            &SampleBatch {
+                batch_id: "2".into(),
+                produced_at: 0,
+                samples: samples(5.0),
+                chunks: vec![chunk("x", 0, 2), chunk("y", 2, 1)],
+            },
+            &mut cache,
+        );
+        let id = cache.get("a", "m", &BTreeMap::new()).id;
+        assert_eq!(
+            st.buckets[&(id, HOUR_MS)].1.count,
+            1,
+            "only the plain sample is folded at once"
+        );
+        assert_eq!(st.chunk_ids(), vec!["x", "y"]);
+        assert_eq!(st.samples, 6);
+        let all_new = st.chunk_deltas(|_| true);
+        let b = &all_new[&(id, HOUR_MS)].1;
+        assert_eq!(
+            (b.count, b.sum),
+            (3, 1.0 + 1.0 + 5.0),
+            "first x (2 × 1.0) and y (5.0); the retried x is skipped"
+        );
+        let x_known = st.chunk_deltas(|id| id != "x");
+        assert_eq!(
+            x_known[&(id, HOUR_MS)].1.count,
+            1,
+            "x applied in an earlier flush: only y"
+        );
     }
 
     #[test]

@@ -2,13 +2,14 @@
 //! the flush transaction that applies bucket deltas and advances offsets together, so a
 //! crash at any point neither loses nor double-counts a sample.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use sqlx::{PgPool, Postgres, Row, Transaction};
 use tidemark_core::db::{bucket_from_row, BUCKET_COLUMNS};
 use tidemark_core::Bucket;
 
-use crate::state::{Fence, PartitionState, SeriesMeta};
+use crate::state::{Deltas, Fence, PartitionState, SeriesMeta};
 
 /// The stored offset row of a partition.
 pub async fn load_fence(pool: &PgPool, topic: &str, partition: i32) -> sqlx::Result<Fence> {
@@ -25,18 +26,28 @@ pub async fn load_fence(pool: &PgPool, topic: &str, partition: i32) -> sqlx::Res
     })
 }
 
+/// A bucket as written: its partition, series, hour and full (merged) value.
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub partition: i32,
+    pub meta: Arc<SeriesMeta>,
+    pub hour: i64,
+    pub bucket: Bucket,
+}
+
 /// Outcome of a flush: which partitions committed and which were fenced off.
 #[derive(Debug, Default)]
 pub struct Flushed {
     pub committed: Vec<i32>,
     pub fenced: Vec<i32>,
-    pub buckets: Vec<(i32, i64, i64, Bucket)>,
+    pub buckets: Vec<Written>,
 }
 
 /// Applies the deltas of the dirty partitions in one transaction. A partition whose
 /// stored offset no longer equals its fence (another consumer advanced it) is left out;
-/// its deltas are dropped by the caller and re-read from the stored offset.
-/// Returns, per committed bucket, `(partition, series_id, hour_ms, merged bucket)`.
+/// its deltas are dropped by the caller and re-read from the stored offset. Chunks of
+/// idempotent requests are applied only if their id is new for the partition, and
+/// recorded in the same transaction.
 pub async fn flush(
     pool: &PgPool,
     topic: &str,
@@ -52,29 +63,73 @@ pub async fn flush(
             out.fenced.push(partition);
         }
     }
-    let committed: Vec<&PartitionState> = out.committed.iter().map(|p| &states[p]).collect();
-    let series: Vec<&SeriesMeta> = committed
+    let mut chunk_deltas: Vec<(i32, Deltas)> = Vec::new();
+    for &p in &out.committed {
+        let ids = states[&p].chunk_ids();
+        if !ids.is_empty() {
+            let new = record_chunks(&mut tx, topic, p, &ids).await?;
+            chunk_deltas.push((p, states[&p].chunk_deltas(|id| new.contains(id))));
+        }
+    }
+    let deltas: Vec<(i32, &Deltas)> = out
+        .committed
         .iter()
-        .flat_map(|st| st.buckets.values().map(|(meta, _)| meta.as_ref()))
+        .map(|p| (*p, &states[p].buckets))
+        .chain(chunk_deltas.iter().map(|(p, d)| (*p, d)))
         .collect();
+    let keys: Vec<(i64, i64)> = deltas.iter().flat_map(|(_, d)| d.keys().copied()).collect();
+    let stored = lock_stored(&mut tx, &keys).await?;
+    let mut merged: HashMap<(i64, i64), Written> = HashMap::new();
+    for (partition, d) in deltas {
+        for (&key, (meta, delta)) in d {
+            merged
+                .entry(key)
+                .or_insert_with(|| Written {
+                    partition,
+                    meta: meta.clone(),
+                    hour: key.1,
+                    bucket: stored.get(&key).cloned().unwrap_or_default(),
+                })
+                .bucket
+                .merge(delta);
+        }
+    }
+    out.buckets = merged.into_values().collect();
+    let series: Vec<&SeriesMeta> = out.buckets.iter().map(|w| w.meta.as_ref()).collect();
     upsert_series(&mut tx, &series).await?;
-    let mut deltas: Vec<(i32, i64, i64, &Bucket)> = Vec::new();
-    for (&p, st) in out.committed.iter().zip(&committed) {
-        deltas.extend(
-            st.buckets
-                .iter()
-                .map(|(&(series, hour), (_, b))| (p, series, hour, b)),
-        );
-    }
-    let stored = lock_stored(&mut tx, &deltas).await?;
-    for (p, series, hour, delta) in deltas {
-        let mut merged = stored.get(&(series, hour)).cloned().unwrap_or_default();
-        merged.merge(delta);
-        out.buckets.push((p, series, hour, merged));
-    }
     write_buckets(&mut tx, &out.buckets).await?;
     tx.commit().await?;
     Ok(out)
+}
+
+/// Records chunk ids as applied for the partition; returns those that were new.
+async fn record_chunks(
+    tx: &mut Transaction<'_, Postgres>,
+    topic: &str,
+    partition: i32,
+    ids: &[&str],
+) -> sqlx::Result<HashSet<String>> {
+    let new: Vec<String> = sqlx::query_scalar(
+        "INSERT INTO idempotency_chunks (topic, partition, id) SELECT $1, $2, unnest($3::text[]) \
+         ON CONFLICT DO NOTHING RETURNING id",
+    )
+    .bind(topic)
+    .bind(partition)
+    .bind(ids)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(new.into_iter().collect())
+}
+
+/// Forgets chunk ids older than `retention`; returns how many.
+pub async fn prune_chunks(pool: &PgPool, retention: std::time::Duration) -> sqlx::Result<u64> {
+    let done = sqlx::query(
+        "DELETE FROM idempotency_chunks WHERE seen_at < now() - make_interval(secs => $1)",
+    )
+    .bind(retention.as_secs_f64())
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
 }
 
 /// Compare-and-set of the partition's offset row; false when fenced.
@@ -149,10 +204,10 @@ pub(crate) async fn upsert_series(
 /// Reads and row-locks the stored buckets that the deltas touch.
 async fn lock_stored(
     tx: &mut Transaction<'_, Postgres>,
-    deltas: &[(i32, i64, i64, &Bucket)],
+    keys: &[(i64, i64)],
 ) -> sqlx::Result<HashMap<(i64, i64), Bucket>> {
-    let series: Vec<i64> = deltas.iter().map(|d| d.1).collect();
-    let hours: Vec<i64> = deltas.iter().map(|d| d.2).collect();
+    let series: Vec<i64> = keys.iter().map(|k| k.0).collect();
+    let hours: Vec<i64> = keys.iter().map(|k| k.1).collect();
     let rows = sqlx::query(&format!(
         "SELECT b.series_id, (extract(epoch FROM b.hour) * 1000)::bigint, {BUCKET_COLUMNS} \
          FROM buckets b JOIN UNNEST($1::bigint[], $2::bigint[]) AS k(series_id, hour_ms) \
@@ -171,29 +226,16 @@ async fn lock_stored(
 /// Writes full bucket values (already merged with what was stored).
 pub(crate) async fn write_buckets(
     tx: &mut Transaction<'_, Postgres>,
-    buckets: &[(i32, i64, i64, Bucket)],
+    buckets: &[Written],
 ) -> sqlx::Result<()> {
     if buckets.is_empty() {
         return Ok(());
     }
-    let col = |f: fn(&Bucket) -> i64| {
-        buckets
-            .iter()
-            .map(|(_, _, _, b)| f(b))
-            .collect::<Vec<i64>>()
-    };
-    let fcol = |f: fn(&Bucket) -> f64| {
-        buckets
-            .iter()
-            .map(|(_, _, _, b)| f(b))
-            .collect::<Vec<f64>>()
-    };
-    let series: Vec<i64> = buckets.iter().map(|b| b.1).collect();
-    let hours: Vec<i64> = buckets.iter().map(|b| b.2).collect();
-    let sketches: Vec<Vec<u8>> = buckets
-        .iter()
-        .map(|(_, _, _, b)| b.sketch.to_bytes())
-        .collect();
+    let col = |f: fn(&Bucket) -> i64| buckets.iter().map(|w| f(&w.bucket)).collect::<Vec<i64>>();
+    let fcol = |f: fn(&Bucket) -> f64| buckets.iter().map(|w| f(&w.bucket)).collect::<Vec<f64>>();
+    let series: Vec<i64> = buckets.iter().map(|w| w.meta.id).collect();
+    let hours: Vec<i64> = buckets.iter().map(|w| w.hour).collect();
+    let sketches: Vec<Vec<u8>> = buckets.iter().map(|w| w.bucket.sketch.to_bytes()).collect();
     sqlx::query(
         "INSERT INTO buckets (series_id, hour, count, error_count, sum, min, max, last_at, sketch) \
          SELECT s, to_timestamp(h / 1000.0), c, e, su, mi, ma, to_timestamp(l / 1000.0), sk \

@@ -46,6 +46,7 @@ const DEFAULTS: &[(&str, Option<&str>)] = &[
     ("db_max_connections", Some("10")),
     ("consumer_session_timeout", Some("10s")),
     ("latency_metric", Some("http.server.duration")),
+    ("idempotency_retention", Some("24h")),
 ];
 
 /// The environment variables Tidemark reads (the contract of SPEC §7 plus tuning knobs).
@@ -74,6 +75,7 @@ pub const ENV_VARS: &[&str] = &[
     "TIDEMARK_DB_MAX_CONNECTIONS",
     "TIDEMARK_CONSUMER_SESSION_TIMEOUT",
     "TIDEMARK_LATENCY_METRIC",
+    "TIDEMARK_IDEMPOTENCY_RETENTION",
 ];
 
 /// A value that must never be printed: connection strings and tokens.
@@ -145,6 +147,8 @@ pub struct Config {
     pub consumer_session_timeout: Duration,
     /// The metric whose quantiles a service's health view reports as its latency.
     pub latency_metric: String,
+    /// How long a retry with the same Idempotency-Key is recognised.
+    pub idempotency_retention: Duration,
 }
 
 /// A configuration error, naming the variable at fault.
@@ -254,6 +258,7 @@ impl Config {
             db_max_connections: get(v, "db_max_connections")?,
             consumer_session_timeout: get_duration(v, "consumer_session_timeout")?,
             latency_metric: get(v, "latency_metric")?,
+            idempotency_retention: get_duration(v, "idempotency_retention")?,
         })
     }
 

@@ -6,13 +6,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::stream::{FuturesUnordered, StreamExt};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use tidemark_core::backlog::{sample_size, Backlog};
 use tidemark_core::series::partition_of;
 use tidemark_core::Sample;
-use tidemark_schemas::{encode_sample_batch, SampleBatch, WireSample};
+use tidemark_schemas::{encode_sample_batch, Chunk, SampleBatch, WireSample};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
+
+use crate::producer::ProducerHandle;
 use tokio::time::Instant;
 
 /// Most samples in one Kafka message (SPEC §2).
@@ -27,6 +29,8 @@ type Ack = watch::Receiver<Option<Outcome>>;
 
 struct Part {
     samples: Vec<Sample>,
+    /// Set for a chunk of an idempotent request: it travels whole in one message.
+    chunk: Option<String>,
     reply: oneshot::Sender<Vec<Ack>>,
 }
 
@@ -73,18 +77,19 @@ pub struct BatcherConfig {
 }
 
 impl Batcher {
-    pub fn start(producer: FutureProducer, config: BatcherConfig) -> (Self, BatcherTasks) {
+    pub fn start(producers: Arc<ProducerHandle>, config: BatcherConfig) -> (Self, BatcherTasks) {
         let mut queues = Vec::new();
         let mut tasks = Vec::new();
         for partition in 0..config.partitions {
             let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
             queues.push(tx);
             let worker = PartitionWorker {
-                producer: producer.clone(),
+                producers: producers.clone(),
                 topic: config.topic.clone(),
                 partition,
                 linger: config.linger,
                 current: Vec::with_capacity(MAX_BATCH),
+                current_chunks: Vec::new(),
                 current_ack: watch::channel(None).0,
                 deadline: None,
                 backlog: config.backlog.clone(),
@@ -104,8 +109,14 @@ impl Batcher {
     }
 
     /// Hands `samples` to their partitions and waits until the broker acknowledged every
-    /// batch holding one of them (or the bounded wait ends).
-    pub async fn submit(&self, samples: Vec<Sample>) -> Result<usize, SubmitError> {
+    /// batch holding one of them (or the bounded wait ends). With `request` (the digest of
+    /// an Idempotency-Key and its body), each partition's samples go as chunks of at most
+    /// [`MAX_BATCH`] that a consumer recognises when a retry sends them again.
+    pub async fn submit(
+        &self,
+        samples: Vec<Sample>,
+        request: Option<u128>,
+    ) -> Result<usize, SubmitError> {
         let n = samples.len();
         let mut groups: Vec<Vec<Sample>> = (0..self.queues.len()).map(|_| Vec::new()).collect();
         for s in samples {
@@ -116,18 +127,25 @@ impl Batcher {
         }
         let wait = async {
             let mut replies = Vec::new();
-            for (queue, samples) in self
+            for (partition, (queue, group)) in self
                 .queues
                 .iter()
                 .zip(groups)
-                .filter(|(_, g)| !g.is_empty())
+                .enumerate()
+                .filter(|(_, (_, g))| !g.is_empty())
             {
-                let (reply, rx) = oneshot::channel();
-                queue
-                    .send(Part { samples, reply })
-                    .await
-                    .map_err(|_| SubmitError::Closed)?;
-                replies.push(rx);
+                for (chunk, samples) in parts(group, partition as i32, request) {
+                    let (reply, rx) = oneshot::channel();
+                    queue
+                        .send(Part {
+                            samples,
+                            chunk,
+                            reply,
+                        })
+                        .await
+                        .map_err(|_| SubmitError::Closed)?;
+                    replies.push(rx);
+                }
             }
             for reply in replies {
                 for mut ack in reply.await.map_err(|_| SubmitError::Closed)? {
@@ -147,6 +165,34 @@ impl Batcher {
             .await
             .map_err(|_| SubmitError::Timeout)?
     }
+}
+
+/// A partition's samples as parts: one part, or for an idempotent request chunks of at
+/// most [`MAX_BATCH`] whose ids depend only on the request, partition and position, so a
+/// retry of the same request yields the same chunks.
+fn parts(
+    group: Vec<Sample>,
+    partition: i32,
+    request: Option<u128>,
+) -> Vec<(Option<String>, Vec<Sample>)> {
+    let Some(request) = request else {
+        return vec![(None, group)];
+    };
+    let mut parts = Vec::new();
+    let mut rest = group.into_iter().peekable();
+    let mut index = 0u32;
+    while rest.peek().is_some() {
+        let chunk: Vec<Sample> = rest.by_ref().take(MAX_BATCH).collect();
+        let mut id = request.to_le_bytes().to_vec();
+        id.extend_from_slice(&partition.to_le_bytes());
+        id.extend_from_slice(&index.to_le_bytes());
+        parts.push((
+            Some(format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&id))),
+            chunk,
+        ));
+        index += 1;
+    }
+    parts
 }
 
 /// Reserves backlog room for every group, or none at all.
@@ -171,11 +217,12 @@ fn reserve(backlog: &Backlog, groups: &[Vec<Sample>]) -> Result<(), SubmitError>
 }
 
 struct PartitionWorker {
-    producer: FutureProducer,
+    producers: Arc<ProducerHandle>,
     topic: String,
     partition: i32,
     linger: Duration,
     current: Vec<WireSample>,
+    current_chunks: Vec<Chunk>,
     current_ack: watch::Sender<Option<Outcome>>,
     deadline: Option<Instant>,
     backlog: Option<Arc<Backlog>>,
@@ -202,6 +249,17 @@ impl PartitionWorker {
     fn place(&mut self, part: Part, inflight: &mut FuturesUnordered<Delivery>) {
         let mut acks = Vec::new();
         let mut in_current = false;
+        if let Some(id) = part.chunk {
+            // A chunk is never split: it starts a new message when it does not fit.
+            if self.current.len() + part.samples.len() > MAX_BATCH {
+                self.flush(inflight);
+            }
+            self.current_chunks.push(Chunk {
+                id,
+                first: self.current.len() as i32,
+                count: part.samples.len() as i32,
+            });
+        }
         for sample in part.samples {
             if self.current.is_empty() {
                 self.deadline = Some(Instant::now() + self.linger);
@@ -240,6 +298,7 @@ impl PartitionWorker {
             batch_id: uuid::Uuid::new_v4().to_string(),
             produced_at: chrono::Utc::now().timestamp_millis(),
             samples,
+            chunks: std::mem::take(&mut self.current_chunks),
         };
         let payload = match encode_sample_batch(&batch) {
             Ok(p) => p,
@@ -251,7 +310,8 @@ impl PartitionWorker {
         let record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic)
             .partition(self.partition)
             .payload(&payload);
-        match self.producer.send_result(record) {
+        let producers = self.producers.clone();
+        match self.producers.get().send_result(record) {
             Ok(delivery) => inflight.push(Box::pin(async move {
                 match delivery.await {
                     Ok(Ok(_)) => {
@@ -261,11 +321,17 @@ impl PartitionWorker {
                         metrics::histogram!("tidemark_ingest_batch_samples").record(size as f64);
                         let _ = ack.ack.send(Some(Ok(())));
                     }
-                    Ok(Err((e, _))) => ack.fail(e.to_string()),
+                    Ok(Err((e, _))) => {
+                        producers.report(&e);
+                        ack.fail(e.to_string());
+                    }
                     Err(_) => ack.fail("producer closed".into()),
                 }
             })),
-            Err((e, _)) => ack.fail(e.to_string()),
+            Err((e, _)) => {
+                self.producers.report(&e);
+                ack.fail(e.to_string());
+            }
         }
     }
 }

@@ -4,6 +4,7 @@
 pub mod batcher;
 pub mod cardinality;
 pub mod parse;
+pub mod producer;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +15,6 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::post;
 use axum::{middleware, Json, Router};
-use rdkafka::producer::FutureProducer;
 use serde_json::json;
 use tidemark_core::auth::{KeyStore, Role};
 use tidemark_core::http::{self, ApiError, Ops, RequireRole};
@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use batcher::{Batcher, BatcherConfig, BatcherTasks, MAX_BATCH};
 pub use cardinality::Cardinality;
+pub use producer::ProducerHandle;
 
 /// What the sample routes need.
 #[derive(Clone)]
@@ -77,6 +78,13 @@ async fn push_samples(
         max_age: state.max_sample_age,
         max_future: state.max_sample_future,
     };
+    let request = idempotency_key(&headers)?.map(|key| {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        h.update(key.as_bytes());
+        h.update(&[0]);
+        h.update(&json);
+        h.digest128()
+    });
     let samples = parse::parse_samples(&json, bounds)?;
     if let Some((index, reason)) = state.cardinality.check(&samples).await {
         return Err(ApiError::bad_request(
@@ -86,7 +94,7 @@ async fn push_samples(
     }
     let n = state
         .batcher
-        .submit(samples)
+        .submit(samples, request)
         .await
         .map_err(|e| ApiError::Unavailable {
             message: format!("samples not accepted: {e}; retry later"),
@@ -96,12 +104,31 @@ async fn push_samples(
     Ok((StatusCode::ACCEPTED, Json(json!({"accepted": n}))))
 }
 
+/// The `Idempotency-Key` header: 1–255 visible ASCII characters. A retry with the same
+/// key and the same body is acknowledged again but counted once (see ARCHITECTURE.md).
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .filter(|k| (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()))
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_header",
+                "Idempotency-Key: must be 1-255 visible ASCII characters",
+            )
+        })
+}
+
 /// A bound, not yet serving ingest.
 pub struct Ingest {
     listener: tokio::net::TcpListener,
     router: Router,
     tasks: BatcherTasks,
-    producer: FutureProducer,
+    producers: Arc<ProducerHandle>,
 }
 
 /// Connections the role needs, opened by the caller (so `standalone` can share them).
@@ -117,8 +144,10 @@ pub struct IngestDeps {
 impl Ingest {
     /// Creates the producer and batcher and binds `config.ingest_addr`.
     pub async fn build(config: &Config, deps: IngestDeps) -> anyhow::Result<Self> {
-        let producer: FutureProducer =
-            tidemark_core::kafka::producer_config(&deps.brokers, config.ack_timeout).create()?;
+        let producers = Arc::new(ProducerHandle::new(tidemark_core::kafka::producer_config(
+            &deps.brokers,
+            config.ack_timeout,
+        ))?);
         let brokers = deps.brokers.clone();
         let topic = config.topics.samples.clone();
         let partitions = tokio::task::spawn_blocking(move || {
@@ -126,7 +155,7 @@ impl Ingest {
         })
         .await??;
         let (batcher, tasks) = Batcher::start(
-            producer.clone(),
+            producers.clone(),
             BatcherConfig {
                 topic: config.topics.samples.clone(),
                 partitions,
@@ -157,7 +186,7 @@ impl Ingest {
             listener,
             router,
             tasks,
-            producer,
+            producers,
         })
     }
 
@@ -172,7 +201,7 @@ impl Ingest {
         tracing::info!(addr = %self.local_addr(), "ingest listening");
         http::serve(self.listener, self.router, shutdown).await?;
         self.tasks.join().await;
-        let producer = self.producer;
+        let producer = self.producers.get();
         tokio::task::spawn_blocking(move || {
             rdkafka::producer::Producer::flush(&producer, Duration::from_secs(10))
         })

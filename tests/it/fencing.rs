@@ -30,6 +30,7 @@ fn batch(values: &[f64]) -> SampleBatch {
         batch_id: "b".into(),
         produced_at: 0,
         samples,
+        chunks: vec![],
     }
 }
 
@@ -130,7 +131,7 @@ async fn flushes_merge_into_stored_buckets() {
     )
     .await
     .unwrap();
-    let (_, _, _, merged) = &out.buckets[0];
+    let merged = &out.buckets[0].bucket;
     assert_eq!(
         (merged.count, merged.min, merged.max, merged.sum),
         (100, 0.0, 99.0, (0..100).sum::<i64>() as f64)

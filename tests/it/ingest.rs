@@ -9,11 +9,11 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::Router;
 use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{DefaultProducerContext, FutureProducer};
+use rdkafka::producer::DefaultProducerContext;
 use serde_json::{json, Value};
 use tidemark_core::auth::{create_key, KeyStore, Role};
 use tidemark_core::backlog::{sample_size, Backlog};
-use tidemark_ingest::{Batcher, BatcherConfig, Cardinality, IngestState};
+use tidemark_ingest::{Batcher, BatcherConfig, Cardinality, IngestState, ProducerHandle};
 use tower::ServiceExt;
 
 use crate::support::{fresh_database, read_topic, redis_url, unique};
@@ -38,10 +38,13 @@ async fn harness_with(
 ) -> Harness {
     let mock = MockCluster::new(1).unwrap();
     mock.create_topic(TOPIC, 3, 1).unwrap();
-    let producer: FutureProducer =
-        tidemark_core::kafka::producer_config(&mock.bootstrap_servers(), ack_timeout)
-            .create()
-            .unwrap();
+    let producer = Arc::new(
+        ProducerHandle::new(tidemark_core::kafka::producer_config(
+            &mock.bootstrap_servers(),
+            ack_timeout,
+        ))
+        .unwrap(),
+    );
     let (batcher, _tasks) = Batcher::start(
         producer,
         BatcherConfig {
@@ -441,6 +444,7 @@ fn the_backlog_size_estimate_bounds_the_avro_encoding() {
         batch_id: uuid::Uuid::new_v4().to_string(),
         produced_at: i64::MAX,
         samples,
+        chunks: vec![],
     };
     let empty = encode_sample_batch(&batch(vec![])).unwrap().len() as u64;
     let tag_sets: Vec<BTreeMap<String, String>> = vec![

@@ -119,6 +119,11 @@ impl Pipeline {
         Self::build(Some(external_brokers()), extra_env).await
     }
 
+    /// Roles on a broker of the test's own.
+    pub async fn on_brokers(brokers: &str, extra_env: &[(&str, &str)]) -> Self {
+        Self::build(Some(brokers.to_owned()), extra_env).await
+    }
+
     /// `standalone` with its embedded broker.
     pub async fn embedded() -> Self {
         Self::build(None, &[]).await
