@@ -47,6 +47,7 @@ const DEFAULTS: &[(&str, Option<&str>)] = &[
     ("consumer_session_timeout", Some("10s")),
     ("latency_metric", Some("http.server.duration")),
     ("idempotency_retention", Some("24h")),
+    ("max_inflight_samples", Some("200000")),
 ];
 
 /// The environment variables Tidemark reads (the contract of SPEC §7 plus tuning knobs).
@@ -76,6 +77,7 @@ pub const ENV_VARS: &[&str] = &[
     "TIDEMARK_CONSUMER_SESSION_TIMEOUT",
     "TIDEMARK_LATENCY_METRIC",
     "TIDEMARK_IDEMPOTENCY_RETENTION",
+    "TIDEMARK_MAX_INFLIGHT_SAMPLES",
 ];
 
 /// A value that must never be printed: connection strings and tokens.
@@ -149,6 +151,8 @@ pub struct Config {
     pub latency_metric: String,
     /// How long a retry with the same Idempotency-Key is recognised.
     pub idempotency_retention: Duration,
+    /// Samples ingest may hold awaiting the broker; past it requests get 503 at once.
+    pub max_inflight_samples: u32,
 }
 
 /// A configuration error, naming the variable at fault.
@@ -259,6 +263,7 @@ impl Config {
             consumer_session_timeout: get_duration(v, "consumer_session_timeout")?,
             latency_metric: get(v, "latency_metric")?,
             idempotency_retention: get_duration(v, "idempotency_retention")?,
+            max_inflight_samples: get(v, "max_inflight_samples")?,
         })
     }
 

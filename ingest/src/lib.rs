@@ -31,6 +31,9 @@ pub use producer::ProducerHandle;
 pub struct IngestState {
     pub batcher: Arc<Batcher>,
     pub cardinality: Arc<Cardinality>,
+    /// One permit per sample awaiting the broker: bounds ingest's memory when the
+    /// broker is slow or down.
+    pub inflight: Arc<tokio::sync::Semaphore>,
     pub max_body_bytes: usize,
     pub max_decompressed_bytes: usize,
     pub max_sample_age: Duration,
@@ -86,6 +89,17 @@ async fn push_samples(
         h.digest128()
     });
     let samples = parse::parse_samples(&json, bounds)?;
+    let _permits = state
+        .inflight
+        .try_acquire_many(samples.len() as u32)
+        .map_err(|_| {
+            metrics::counter!("tidemark_ingest_overloaded_total").increment(1);
+            ApiError::Unavailable {
+                message: "ingest holds as many samples awaiting the broker as it may; retry later"
+                    .into(),
+                retry_after_secs: state.retry_after_secs,
+            }
+        })?;
     if let Some((index, reason)) = state.cardinality.check(&samples).await {
         return Err(ApiError::bad_request(
             "series_limit",
@@ -170,6 +184,9 @@ impl Ingest {
                 config.max_series_per_service,
                 &config.topics.prefix,
                 deps.redis,
+            )),
+            inflight: Arc::new(tokio::sync::Semaphore::new(
+                config.max_inflight_samples as usize,
             )),
             max_body_bytes: config.max_body_bytes,
             max_decompressed_bytes: config.max_decompressed_bytes,

@@ -28,13 +28,14 @@ struct Harness {
 }
 
 async fn harness(ack_timeout: Duration) -> Harness {
-    harness_with(ack_timeout, 1000, None).await
+    harness_with(ack_timeout, 1000, None, 200_000).await
 }
 
 async fn harness_with(
     ack_timeout: Duration,
     max_series: u32,
     backlog: Option<Arc<Backlog>>,
+    inflight: usize,
 ) -> Harness {
     let mock = MockCluster::new(1).unwrap();
     mock.create_topic(TOPIC, 3, 1).unwrap();
@@ -65,6 +66,7 @@ async fn harness_with(
     let state = IngestState {
         batcher: Arc::new(batcher),
         cardinality: Arc::new(Cardinality::new(max_series, &unique("it"), redis)),
+        inflight: Arc::new(tokio::sync::Semaphore::new(inflight)),
         max_body_bytes: 64 * 1024,
         max_decompressed_bytes: 256 * 1024,
         max_sample_age: Duration::from_secs(7 * 86_400),
@@ -355,7 +357,7 @@ async fn broker_down_means_503_never_202_then_recovery() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sample_opening_a_series_past_the_limit_is_refused() {
-    let h = harness_with(Duration::from_secs(5), 3, None).await;
+    let h = harness_with(Duration::from_secs(5), 3, None, 200_000).await;
     let series = |svc: &str, route: &str| json!({"service": svc, "metric": "m", "value": 1.0, "tags": {"route": route}});
     let body = |v: Value| serde_json::to_vec(&v).unwrap();
     let (status, _, _) = post(
@@ -403,7 +405,7 @@ async fn a_sample_opening_a_series_past_the_limit_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_embedded_backlog_means_503_until_the_aggregator_catches_up() {
     let backlog = Arc::new(Backlog::new(3, 4_000));
-    let h = harness_with(Duration::from_secs(5), 1000, Some(backlog.clone())).await;
+    let h = harness_with(Duration::from_secs(5), 1000, Some(backlog.clone()), 200_000).await;
     let body = serde_json::to_vec(&(0..20).map(good).collect::<Vec<_>>()).unwrap();
     let mut accepted = 0;
     let refused = loop {
@@ -471,4 +473,47 @@ fn the_backlog_size_estimate_bounds_the_avro_encoding() {
             "encoded {actual} bytes > estimate {estimate}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn samples_awaiting_the_broker_are_bounded() {
+    let h = harness_with(Duration::from_secs(3), 1000, None, 150).await;
+    let body = || serde_json::to_vec(&(0..100).map(good).collect::<Vec<_>>()).unwrap();
+    h.mock.broker_down(1).unwrap();
+    // The first 100 samples wait for the absent broker, holding their permits...
+    let router = h.router.clone();
+    let key = h.ingest_key.clone();
+    let waiting = tokio::spawn(async move { post(&router, Some(&key), body(), None).await.0 });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // ...so 100 more do not fit and are refused at once, without waiting.
+    let (status, json, retry_after) = post(&h.router, Some(&h.ingest_key), body(), None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{json}");
+    assert!(
+        json["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("awaiting the broker"),
+        "{json}"
+    );
+    assert!(retry_after.is_some());
+    assert!(
+        !waiting.is_finished(),
+        "refused while the first request still waits: no waiting for the broker"
+    );
+    assert_eq!(
+        waiting.await.unwrap(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the broker never acknowledged"
+    );
+    // Permits come back with the answer.
+    h.mock.broker_up(1).unwrap();
+    let mut accepted = false;
+    for _ in 0..20 {
+        if post(&h.router, Some(&h.ingest_key), body(), None).await.0 == StatusCode::ACCEPTED {
+            accepted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(accepted, "capacity returns once requests complete");
 }
