@@ -111,6 +111,8 @@ pub struct Pipeline {
     pub pool: PgPool,
     pub prefix: String,
     pub brokers: String,
+    /// Where the processes of this test write their logs.
+    pub log_dir: std::path::PathBuf,
 }
 
 impl Pipeline {
@@ -132,6 +134,11 @@ impl Pipeline {
     async fn build(brokers: Option<String>, extra_env: &[(&str, &str)]) -> Self {
         let (db_url, pool) = fresh_database().await;
         let prefix = unique("it");
+        let log_dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join("logs")
+            .join(&prefix);
+        std::fs::create_dir_all(&log_dir).unwrap();
+        println!("logs of this test's processes: {}", log_dir.display());
         let (ingest, api, aggregator) = (free_addr(), free_addr(), free_addr());
         let mut env: Vec<(String, String)> = [
             ("TIDEMARK_DATABASE_URL", db_url),
@@ -169,6 +176,7 @@ impl Pipeline {
             pool,
             prefix,
             brokers: brokers.unwrap_or_default(),
+            log_dir,
         }
     }
 
@@ -197,6 +205,7 @@ impl Pipeline {
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env(addr_var, addr.to_string())
             .stdin(Stdio::null())
+            .stderr(log_file(&self.log_dir, role, addr))
             .spawn()
             .expect("spawn tidemark");
         let mut process = RoleProcess { child };
@@ -218,6 +227,14 @@ impl Pipeline {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+fn log_file(dir: &std::path::Path, role: &str, addr: SocketAddr) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("{role}-{}.log", addr.port())))
+        .expect("log file")
 }
 
 /// Every batch on every partition of `topic`, read from the start to the end.

@@ -1,10 +1,10 @@
 //! Timing of the samples codec on a 100-sample batch (in 4 chunks): the
 //! hand-written encoder and decoder against the apache-avro serde paths they
 //! replaced.
-//! Ignored by default; run it in release mode:
+//! Prints medians and new/old ratios measured in the same run:
 //!
 //! ```text
-//! cargo test -p tidemark-schemas --release --test codec_speed -- --ignored --nocapture
+//! cargo bench -p tidemark-schemas --bench codec
 //! ```
 
 use std::collections::BTreeMap;
@@ -78,9 +78,7 @@ fn time_us(iters: u32, mut f: impl FnMut()) -> f64 {
     start.elapsed().as_secs_f64() * 1e6 / f64::from(iters)
 }
 
-#[test]
-#[ignore = "timing; run in release mode with --ignored --nocapture"]
-fn codec_speed_100_sample_batch() {
+fn main() {
     const ROUNDS: usize = 21;
     const ITERS: u32 = 2_000;
 
