@@ -296,3 +296,34 @@ async fn late_samples_fold_into_their_long_flushed_hour() {
     let status = push(p.ingest, &p.token, vec![too_old], 1).await[0].1;
     assert_eq!(status, 400);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_the_batches_of_requests_in_flight() {
+    // A long linger keeps batches in the batcher when the signal arrives.
+    let p = Pipeline::new(&[("TIDEMARK_LINGER", "300ms")]).await;
+    let mut ingest = p.start("ingest").await;
+    let (bodies, _) = generate(61, 3_000, 3, now_ms());
+    let (addr, token) = (p.ingest, p.token.clone());
+    let load = tokio::spawn(async move { push(addr, &token, bodies, 30).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        ingest.sigterm().success(),
+        "ingest exits cleanly on SIGTERM"
+    );
+    let results = load.await.unwrap();
+    let acked: usize = results.iter().filter(|r| r.1 == 202).map(|r| r.0).sum();
+    assert!(
+        acked > 0,
+        "requests in flight at the signal were completed, not dropped"
+    );
+    assert!(
+        results.iter().all(|r| r.1 == 202 || r.1 == 0),
+        "the rest were refused a connection: {results:?}"
+    );
+    let batches = read_topic(&p.brokers, &format!("{}.samples", p.prefix));
+    let in_topic: usize = batches.iter().map(|(_, b)| b.samples.len()).sum();
+    assert_eq!(
+        in_topic, acked,
+        "every acknowledged sample reached the broker, and nothing else"
+    );
+}
