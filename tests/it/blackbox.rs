@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
+use crate::support::total;
 use crate::support::{
     assert_api_matches, generate, push, read_topic, stored_count, wait_stored, Pipeline, Tally,
 };
@@ -31,7 +32,7 @@ async fn samples_travel_end_to_end_exactly() {
     let _api = p.start("api").await;
 
     let (bodies, tally) = generate(7, 12_000, 5, now_ms());
-    let sent: u64 = tally.values().map(|e| e.count()).sum();
+    let sent: u64 = total(&tally);
     let started = Instant::now();
     let results = push(p.ingest, &p.token, bodies, 16).await;
     assert!(
@@ -88,7 +89,7 @@ async fn killing_the_aggregator_loses_and_duplicates_nothing() {
     let seed = 11;
     println!("sigkill test seed {seed}");
     let (bodies, tally) = generate(seed, 20_000, 4, now_ms());
-    let sent: u64 = tally.values().map(|e| e.count()).sum();
+    let sent: u64 = total(&tally);
     let (ingest, token) = (p.ingest, p.token.clone());
     // Paced so the load spans every aggregator restart below.
     let load = tokio::spawn(async move {
@@ -265,7 +266,7 @@ async fn late_samples_fold_into_their_long_flushed_hour() {
 
     let now = now_ms();
     let (recent, mut tally) = generate(31, 2_000, 2, now);
-    let mut sent: u64 = tally.values().map(|e| e.count()).sum();
+    let mut sent: u64 = total(&tally);
     assert!(push(p.ingest, &p.token, recent, 8)
         .await
         .iter()

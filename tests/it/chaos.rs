@@ -13,6 +13,7 @@ use futures::stream::{self, StreamExt};
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
+use crate::support::total;
 use crate::support::{
     compare_stored, free_addr, generate_requests, merge, stored_count, Pipeline, RoleProcess, Tally,
 };
@@ -65,6 +66,12 @@ impl Cluster {
                 p.exited()
             );
         }
+    }
+
+    /// Starts the scenario's client on both ingests, with requests generated from `seed`.
+    fn load(&self, seed: u64, pace: Duration, retry: Retry) -> Load {
+        let ingests = self.ingests.iter().map(|i| i.0).collect();
+        Load::start(ingests, self.p.token.clone(), requests(seed), pace, retry)
     }
 
     async fn restart_ingest(&mut self, i: usize) {
@@ -195,7 +202,7 @@ async fn settle(
 ) {
     c.assert_all_running();
     let p = &c.p;
-    let expected: u64 = load.acked.values().map(|e| e.count()).sum();
+    let expected: u64 = total(&load.acked);
     let deadline = Instant::now() + Duration::from_secs(180);
     while stored_count(&p.pool).await != expected as i64 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -240,13 +247,7 @@ async fn chaos_aggregator_sigkilled_20_times() {
     let seed = 1001;
     println!("chaos aggregator_sigkill seed={seed}");
     let mut c = Cluster::start(&[]).await;
-    let load = Load::start(
-        c.ingests.iter().map(|i| i.0).collect(),
-        c.p.token.clone(),
-        requests(seed),
-        Duration::from_millis(100),
-        Retry::Never,
-    );
+    let load = c.load(seed, Duration::from_millis(100), Retry::Never);
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     for kill in 1..=20 {
         wait_for_progress(&c.p, &format!("before kill {kill}")).await;
@@ -269,13 +270,7 @@ async fn chaos_stale_owner_after_rebalance_is_fenced() {
     let seed = 1003;
     println!("chaos stale_owner seed={seed}");
     let mut c = Cluster::start(&[]).await;
-    let load = Load::start(
-        c.ingests.iter().map(|i| i.0).collect(),
-        c.p.token.clone(),
-        requests(seed),
-        Duration::from_millis(100),
-        Retry::Never,
-    );
+    let load = c.load(seed, Duration::from_millis(100), Retry::Never);
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     for round in 1..=4 {
         let victim = rng.gen_range(0..2);
@@ -316,13 +311,7 @@ async fn chaos_postgres_unavailable() {
     let seed = 1005;
     println!("chaos postgres_outage seed={seed}");
     let mut c = Cluster::start(&[]).await;
-    let load = Load::start(
-        c.ingests.iter().map(|i| i.0).collect(),
-        c.p.token.clone(),
-        requests(seed),
-        Duration::from_millis(100),
-        Retry::Never,
-    );
+    let load = c.load(seed, Duration::from_millis(100), Retry::Never);
     wait_for_progress(&c.p, "before the outage").await;
 
     let admin = sqlx::PgPool::connect(&crate::support::env(
@@ -465,13 +454,7 @@ async fn chaos_redis_stopped() {
     let mut redis = PrivateRedis::start(port);
     let url = format!("redis://127.0.0.1:{port}");
     let mut c = Cluster::start(&[("TIDEMARK_REDIS_URL", &url)]).await;
-    let load = Load::start(
-        c.ingests.iter().map(|i| i.0).collect(),
-        c.p.token.clone(),
-        requests(seed),
-        Duration::from_millis(100),
-        Retry::Never,
-    );
+    let load = c.load(seed, Duration::from_millis(100), Retry::Never);
     wait_for_progress(&c.p, "before the outage").await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while health_source(&c).await.1 != "redis" {
@@ -518,13 +501,7 @@ async fn chaos_ingest_sigkilled_with_requests_in_flight() {
     let seed = 1002;
     println!("chaos ingest_sigkill seed={seed}");
     let mut c = Cluster::start(&[]).await;
-    let load = Load::start(
-        c.ingests.iter().map(|i| i.0).collect(),
-        c.p.token.clone(),
-        requests(seed),
-        Duration::from_millis(50),
-        Retry::WithIdempotencyKey,
-    );
+    let load = c.load(seed, Duration::from_millis(50), Retry::WithIdempotencyKey);
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     for kill in 1..=6 {
         wait_for_progress(&c.p, &format!("before kill {kill}")).await;
@@ -639,13 +616,7 @@ async fn chaos_broker_unreachable_for_30s() {
         Pipeline::on_brokers(&broker.brokers(), &[("TIDEMARK_ACK_TIMEOUT", "2s")]).await,
     )
     .await;
-    let load = Load::start(
-        c.ingests.iter().map(|i| i.0).collect(),
-        c.p.token.clone(),
-        requests(seed),
-        Duration::from_millis(100),
-        Retry::WithIdempotencyKey,
-    );
+    let load = c.load(seed, Duration::from_millis(100), Retry::WithIdempotencyKey);
     wait_for_progress(&c.p, "before the outage").await;
 
     broker.cut();

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::support::total;
 use crate::support::{assert_api_matches, generate, stored_count, wait_stored, Pipeline};
 
 async fn post(
@@ -40,7 +41,7 @@ async fn retries_with_the_same_key_are_counted_once() {
             .flat_map(|b| b.as_array().unwrap().clone())
             .collect(),
     );
-    let once: u64 = tally.values().map(|e| e.count()).sum();
+    let once: u64 = total(&tally);
 
     // A client whose first attempt times out (the request may or may not have gone
     // through), then retries with the same key until acknowledged.

@@ -8,6 +8,8 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{DefaultProducerContext, FutureProducer, FutureRecord};
 use tidemark_aggregator::replay::{self, Progress, ReplayError};
 
+use crate::support::merge;
+use crate::support::total;
 use crate::support::{assert_api_matches, fresh_database, generate, push, wait_stored, Pipeline};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -18,7 +20,7 @@ async fn replay_rebuilds_corrupted_buckets_while_samples_keep_flowing() {
     let _api = p.start("api").await;
     let now = chrono::Utc::now().timestamp_millis();
     let (first, mut tally) = generate(41, 6_000, 3, now);
-    let first_total: u64 = tally.values().map(|e| e.count()).sum();
+    let first_total: u64 = total(&tally);
     assert!(push(p.ingest, &p.token, first, 8)
         .await
         .iter()
@@ -55,16 +57,10 @@ async fn replay_rebuilds_corrupted_buckets_while_samples_keep_flowing() {
     println!("{stdout}");
 
     assert!(load.await.unwrap().iter().all(|r| r.1 == 202));
-    for (k, e) in tally2 {
-        tally
-            .entry(k)
-            .or_default()
-            .observations
-            .extend(e.observations);
-    }
-    let total: u64 = tally.values().map(|e| e.count()).sum();
-    wait_stored(&p.pool, total as i64).await;
-    assert_eq!(assert_api_matches(p.api, &p.token, &tally).await, total);
+    merge(&mut tally, tally2);
+    let expected: u64 = total(&tally);
+    wait_stored(&p.pool, expected as i64).await;
+    assert_eq!(assert_api_matches(p.api, &p.token, &tally).await, expected);
 }
 
 struct Silent;

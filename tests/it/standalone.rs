@@ -2,6 +2,8 @@
 //! one, and a restart that meets a new, empty broker (a new cluster id) without losing
 //! or double-counting anything.
 
+use crate::support::merge;
+use crate::support::total;
 use crate::support::{assert_api_matches, generate, push, wait_stored, Pipeline};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -10,14 +12,8 @@ async fn standalone_survives_a_restart_onto_a_new_embedded_broker() {
     let now = chrono::Utc::now().timestamp_millis();
     let (first, mut tally) = generate(21, 3_000, 3, now);
     let (second, tally2) = generate(22, 2_000, 3, now);
-    for (k, e) in tally2 {
-        tally
-            .entry(k)
-            .or_default()
-            .observations
-            .extend(e.observations);
-    }
-    let total: u64 = tally.values().map(|e| e.count()).sum();
+    merge(&mut tally, tally2);
+    let expected: u64 = total(&tally);
 
     let mut standalone = p.start("standalone").await;
     assert!(push(p.ingest, &p.token, first, 8)
@@ -41,6 +37,6 @@ async fn standalone_survives_a_restart_onto_a_new_embedded_broker() {
         .await
         .iter()
         .all(|r| r.1 == 202));
-    wait_stored(&p.pool, total as i64).await;
-    assert_eq!(assert_api_matches(p.api, &p.token, &tally).await, total);
+    wait_stored(&p.pool, expected as i64).await;
+    assert_eq!(assert_api_matches(p.api, &p.token, &tally).await, expected);
 }

@@ -344,6 +344,11 @@ impl Expected {
 
 pub type Tally = BTreeMap<(SeriesKey, i64), Expected>;
 
+/// How many samples (weighted by `count`) a tally holds.
+pub fn total(tally: &Tally) -> u64 {
+    tally.values().map(Expected::count).sum()
+}
+
 /// Adds `from`'s observations to `into`.
 pub fn merge(into: &mut Tally, from: Tally) {
     for (k, e) in from {
