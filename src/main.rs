@@ -15,6 +15,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::roles::{Role, Shared};
 
+// Ingest allocates per sample on many threads at once; glibc malloc's arena locks and
+// cross-thread frees took about a third of its CPU (docs/performance.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "tidemark", version, about = "Self-hosted metrics pipeline")]
 struct Cli {
