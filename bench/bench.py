@@ -21,7 +21,6 @@ import re
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import threading
@@ -60,9 +59,15 @@ CFG = {
     "warmup_s": env_float("BENCH_WARMUP", 3),
     "health_interval_s": env_float("BENCH_HEALTH_INTERVAL", 0.25),
     "c10k_conns": env_int("BENCH_C10K_CONNS", 10_000),
-    "c10k_duration_s": env_float("BENCH_C10K_DURATION", 60),
+    "c10k_duration_s": env_float("BENCH_C10K_DURATION", 90),
     "c10k_ingest_pace_ms": env_int("BENCH_C10K_INGEST_PACE_MS", 20_000),
-    "c10k_api_pace_ms": env_int("BENCH_C10K_API_PACE_MS", 20_000),
+    "c10k_api_pace_ms": env_int("BENCH_C10K_API_PACE_MS", 300_000),
+    "c10k_seed_s": env_float("BENCH_C10K_SEED", 5),
+    # wrk connects all connections of a thread at once; more threads started `ramp`
+    # seconds apart keep each burst under the servers' listen backlog (1,024)
+    "c10k_threads": env_int("BENCH_C10K_THREADS", 10),
+    "c10k_ramp_s": env_float("BENCH_C10K_RAMP", 10),
+    "c10k_api_ceiling_conns": env_int("BENCH_C10K_API_CEILING_CONNS", 16),
     "timeout_s": env_int("BENCH_TIMEOUT", 120),
     "tansu_port": env_int("BENCH_TANSU_PORT", 29092),
     "port_base": env_int("BENCH_PORT_BASE", 28000),
@@ -77,6 +82,7 @@ PORTS = {
     "aggregator": CFG["port_base"] + 182,
 }
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+PROCS = None  # the run's Procs, set by main()
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -124,6 +130,15 @@ class Procs:
             except ProcessLookupError:
                 pass
             p.wait(5)
+
+    def track(self, name, p):
+        """Registers a process started elsewhere, so that it is stopped at exit too."""
+        self.procs.append((name, p))
+        with open(self.pidfile, "a") as f:
+            f.write(f"{p.pid}\n")
+
+    def forget(self, p):
+        self._forget(p)
 
     def _forget(self, p):
         self.procs = [(n, q) for (n, q) in self.procs if q is not p]
@@ -265,19 +280,25 @@ class CpuWindow:
 
 # ---------------------------------------------------------------- load generation
 
-def make_pool(run_dir, name, fmt, host, nreq, base_ms, token=""):
+def make_pool(run_dir, name, fmt, host, nreq, base_ms, token="", threads=None):
     """Writes one pool file per wrk thread (in parallel, one process per file)."""
+    threads = threads or CFG["threads"]
     prefix = os.path.join(run_dir, "pools", name)
     os.makedirs(os.path.dirname(prefix), exist_ok=True)
     t = time.time()
-    ps = [subprocess.Popen([sys.executable, os.path.join(HERE, "gen.py"), "--format", fmt, "--host", host,
-                            "--requests", str(nreq), "--threads", str(CFG["threads"]), "--base-ms", str(base_ms),
-                            "--token", token, "--out", prefix, "--only-thread", str(th)])
-          for th in range(CFG["threads"])]
+    ps = []
+    argv = lambda th: [sys.executable, os.path.join(HERE, "gen.py"), "--format", fmt, "--host", host,
+                            "--requests", str(nreq), "--threads", str(threads), "--base-ms", str(base_ms),
+                            "--token", token, "--out", prefix, "--only-thread", str(th)]
+    for th in range(threads):
+        if len(ps) >= (os.cpu_count() or 1):
+            if ps.pop(0).wait() != 0:
+                raise RuntimeError(f"gen.py failed for pool {name}")
+        ps.append(subprocess.Popen(argv(th)))
     for p in ps:
         if p.wait() != 0:
             raise RuntimeError(f"gen.py failed for pool {name}")
-    size = sum(os.path.getsize(f"{prefix}.{th}") for th in range(CFG["threads"]))
+    size = sum(os.path.getsize(f"{prefix}.{th}") for th in range(threads))
     log(f"pool {name}: {nreq:,} requests ({nreq * gen.PER_REQ:,} samples, {size / 2**20:.0f} MiB) "
         f"generated in {time.time() - t:.1f}s")
     return prefix
@@ -316,7 +337,7 @@ class Phases:
 
 
 def drop_pool(prefix):
-    for t in range(CFG["threads"]):
+    for t in range(64):
         try:
             os.remove(f"{prefix}.{t}")
         except FileNotFoundError:
@@ -324,21 +345,34 @@ def drop_pool(prefix):
 
 
 def run_wrk(run_dir, tag, port, pool, conns, duration, starts, cycle=False, pace_ms=0,
-            on_start=None, drain_max=None):
+            on_start=None, drain_max=None, threads=None, ramp_s=0):
     """Runs wrk with bench/load.lua; returns the parsed result with derived figures."""
-    threads = min(CFG["threads"], conns)
+    threads = min(threads or CFG["threads"], conns)
     out = os.path.join(run_dir, f"wrk-{tag}.json")
     for f in os.listdir(run_dir):
         if f.startswith(os.path.basename(out) + "."):
             os.remove(os.path.join(run_dir, f))
     drain_max = CFG["drain_max_s"] if drain_max is None else drain_max
-    total = int(duration + drain_max + 2)
+    total = int(duration + drain_max + ramp_s + 2)
     argv = ["wrk", "-t", str(threads), "-c", str(conns), "-d", f"{total}s", "--timeout", f"{CFG['timeout_s']}s",
             "-s", os.path.join(HERE, "load.lua"), f"http://127.0.0.1:{port}/", "--",
             pool, str(conns // threads), str(duration), out, ",".join(str(s) for s in starts),
-            "1" if cycle else "0", str(pace_ms), str(threads)]
+            "1" if cycle else "0", str(pace_ms), str(threads), str(ramp_s)]
     logf = open(os.path.join(run_dir, f"wrk-{tag}.log"), "wb")
     p = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, cwd=run_dir, start_new_session=True)
+    if PROCS is not None:
+        PROCS.track(f"wrk-{tag}", p)
+    try:
+        return _run_wrk_wait(p, run_dir, tag, out, threads, conns, duration, total, on_start)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        if PROCS is not None:
+            PROCS.forget(p)
+
+
+def _run_wrk_wait(p, run_dir, tag, out, threads, conns, duration, total, on_start):
     ready = [f"{out}.ready.{t}" for t in range(threads)]
     drained = [f"{out}.drained.{t}" for t in range(threads)]
     t_end = time.time() + total + 60
@@ -368,6 +402,10 @@ def run_wrk(run_dir, tag, port, pool, conns, duration, starts, cycle=False, pace
         raise RuntimeError(f"wrk {tag} wrote no result; see wrk-{tag}.log")
     with open(out) as f:
         r = json.load(f)
+    for t in range(threads):
+        for m in (f"{out}.ready.{t}", f"{out}.drained.{t}"):
+            if os.path.exists(m):
+                os.remove(m)
     ths = r["threads"]
     ok = sum(t["ok"] for t in ths)
     rate_req = 0.0
@@ -442,6 +480,7 @@ http {{
         cpu = win.stop()
         r.update(system="ceiling", format="nginx 204, same JSON bodies", cpu=cpu,
                  samples_per_s=r["req_per_s"] * gen.PER_REQ)
+        add_other_cpu(r)
         log(f"ceiling @{c}: {r['req_per_s']:.0f} req/s ({r['samples_per_s']:.0f} samples/s equiv), "
             f"p99 {r['p99_ms']:.1f} ms, wrk CPU {r['client_cpu_s']}s")
         results.append(r)
@@ -776,7 +815,18 @@ def pct(vals, p):
     return v[k]
 
 
+def add_other_cpu(r):
+    cpu = r.get("cpu") or {}
+    if "_machine_busy" in cpu:
+        # CPU the machine spent on anything but the measured processes and wrk (other
+        # users' builds and tests, the benchmark's own sampler): a sign of interference
+        own = sum(v for k, v in cpu.items() if not k.startswith("_")) + (r.get("client_cpu_s") or 0.0)
+        r["other_cpu_s"] = round(cpu["_machine_busy"] - own, 2)
+        r["other_cpu_share"] = round(r["other_cpu_s"] / max(cpu["_wall"] * (os.cpu_count() or 1), 1e-6), 3)
+
+
 def finish_row(r):
+    add_other_cpu(r)
     ok = r["ok_requests"] * gen.PER_REQ
     r["accepted_samples"] = ok
     srv = r.get("server_cpu_s")
@@ -880,7 +930,7 @@ def start_perf(run_dir, pid, duration):
         log("perf not installed; no profile")
         return None
     out = os.path.join(run_dir, "perf.data")
-    return subprocess.Popen(["perf", "record", "-F", "499", "-g", "--call-graph", "dwarf,16384", "-p", str(pid),
+    return subprocess.Popen(["perf", "record", "-F", "199", "--call-graph", "dwarf,8192", "-p", str(pid),
                              "-o", out, "--", "sleep", str(int(duration))],
                             stdout=open(os.path.join(run_dir, "perf-record.log"), "wb"), stderr=subprocess.STDOUT)
 
@@ -901,29 +951,73 @@ def finish_perf(run_dir, p):
 # ---------------------------------------------------------------- c10k
 
 def bench_c10k(run_dir, procs, run_id, binary):
+    """10,000 keep-alive connections to ingest and 10,000 to the API at a modest rate.
+
+    Before: a short seed load at 64 connections (so all 3,000 series and their buckets
+    exist and the health view has something to compute) and the health view's own
+    ceiling at a few connections, to put the paced API load in context."""
     tm = Tidemark(run_dir, procs, run_id, binary)
     res = {"mode": "c10k"}
     try:
         tm.start()
         conns, dur = CFG["c10k_conns"], CFG["c10k_duration_s"]
+        ingest_host, api_host = f"127.0.0.1:{PORTS['ingest']}", f"127.0.0.1:{PORTS['api']}"
+        base_ms = int(time.time() * 1000) - 30 * 60 * 1000
+        cth, ramp = CFG["c10k_threads"], CFG["c10k_ramp_s"]
+        hpool = make_pool(run_dir, "c10k-api", "health", api_host, 2 * cth, 0, tm.token, threads=cth)
+
+        # seed
+        seed_s = CFG["c10k_seed_s"]
+        spool = make_pool(run_dir, "c10k-seed", "json", ingest_host, int(400_000 * seed_s / gen.PER_REQ) + 64,
+                          base_ms, tm.token)
+        base_ms += 400_000 * int(seed_s) // gen.PER_REQ // gen.BLOCKS + 1000
+        seed = run_wrk(run_dir, "c10k-seed", PORTS["ingest"], spool, 64, seed_s, [0] * CFG["threads"])
+        drop_pool(spool)
+        tm.acked += seed["ok_requests"] * gen.PER_REQ
+        tm.wait_caught_up(tm.acked, CFG["catchup_max_s"])
+        log(f"seed: {seed['req_per_s'] * gen.PER_REQ:,.0f} samples/s for {seed_s:.0f}s, statuses {seed['statuses']}")
+
+        # health view ceiling
+        hc_conns = CFG["c10k_api_ceiling_conns"]
+        win = CpuWindow({"api": lambda: tm.pids("api"), "redis": lambda: pids_by_comm("redis-server"),
+                         "postgres": lambda: pids_by_comm("postgres")})
+        hc = run_wrk(run_dir, "c10k-api-ceiling", PORTS["api"], hpool, hc_conns, 10, [0] * cth,
+                     cycle=True, on_start=win.start, threads=2)
+        hc["cpu"] = win.stop()
+        res["api_ceiling"] = hc
+        log(f"health view ceiling @{hc_conns}: {hc['req_per_s']:.0f} req/s, p50 {hc['p50_ms']:.1f} ms, "
+            f"p99 {hc['p99_ms']:.1f} ms, statuses {hc['statuses']}, CPU {hc['cpu']}")
+
+        acked_before = tm.acked
         nreq = int(conns * (dur / (CFG["c10k_ingest_pace_ms"] / 1000.0) + 2) * 1.3) + 100
-        pool = make_pool(run_dir, "c10k-ingest", "json", f"127.0.0.1:{PORTS['ingest']}", nreq,
-                         int(time.time() * 1000) - 30 * 60 * 1000, tm.token)
-        hpool = make_pool(run_dir, "c10k-api", "health", f"127.0.0.1:{PORTS['api']}", 2 * CFG["threads"], 0,
-                          tm.token)
+        pool = make_pool(run_dir, "c10k-ingest", "json", ingest_host, nreq, base_ms, tm.token, threads=cth)
         out = {}
         fds = {"ingest": 0, "api": 0}
         stop_fd = threading.Event()
 
+        accept_q = {"ingest": 0, "api": 0}
+        estab = {"ingest": 0, "api": 0}
+        timeline = []
+
         def fd_watch():
+            t0 = time.time()
             while not stop_fd.is_set():
+                row = {"t": round(time.time() - t0, 1)}
                 for role in fds:
                     n = fd_count(tm.p[role].pid) or 0
                     fds[role] = max(fds[role], n)
-                stop_fd.wait(1)
+                    q, e = listen_stats(PORTS[role])
+                    accept_q[role] = max(accept_q[role], q)
+                    estab[role] = max(estab[role], e)
+                    row[role] = {"fds": n, "accept_queue": q, "established": e}
+                timeline.append(row)
+                stop_fd.wait(2)
 
         for role in ("ingest", "aggregator", "api"):
             reset_hwm(tm.p[role].pid)
+        tcp0 = tcp_counters()
+        tcp0["RetransSegs"] = tcp_retrans()
+        backlogs = {role: listen_backlog(PORTS[role]) for role in ("ingest", "api")}
         win = CpuWindow(tm.groups())
         win.start()
         fw = threading.Thread(target=fd_watch, daemon=True)
@@ -934,8 +1028,8 @@ def bench_c10k(run_dir, procs, run_id, binary):
 
         def go(key, port, pl, cycle, pace):
             try:
-                out[key] = run_wrk(run_dir, f"c10k-{key}", port, pl, conns, dur, [0] * CFG["threads"], cycle=cycle,
-                                   pace_ms=pace, drain_max=drain)
+                out[key] = run_wrk(run_dir, f"c10k-{key}", port, pl, conns, dur, [0] * cth, cycle=cycle,
+                                   pace_ms=pace, drain_max=drain, threads=cth, ramp_s=ramp)
             except Exception as e:  # noqa: BLE001
                 out[key] = {"error": str(e)}
 
@@ -947,17 +1041,44 @@ def bench_c10k(run_dir, procs, run_id, binary):
         ta.join()
         stop_fd.set()
         cpu = win.stop()
+        tcp1 = tcp_counters()
+        tcp1["RetransSegs"] = tcp_retrans()
+        wrk_cpu = sum((out.get(k) or {}).get("client_cpu_s") or 0 for k in ("ingest", "api"))
+        other_cpu = round(cpu["_machine_busy"] - sum(v for k, v in cpu.items() if not k.startswith("_")) - wrk_cpu, 1)
+        tcp = {k: tcp1[k] - tcp0.get(k, 0) for k in tcp1}
+        all_conn_s = {}
+        for role in ("ingest", "api"):
+            t_all = next((row["t"] for row in timeline if row[role]["established"] >= conns), None)
+            all_conn_s[role] = t_all
         rss = {role: {"hwm": proc_status(tm.p[role].pid, "VmHWM"), "rss": proc_status(tm.p[role].pid, "VmRSS")}
                for role in ("ingest", "aggregator", "api")}
         rss["tansu"] = {"rss": proc_status(tm.p["tansu"].pid, "VmRSS")}
-        acked = out["ingest"].get("ok_requests", 0) * gen.PER_REQ
-        stored, catchup = tm.wait_caught_up(acked, CFG["catchup_max_s"])
+        ing = out["ingest"]
+        acked = ing.get("ok_requests", 0) * gen.PER_REQ
+        tm.acked += acked
+        # wait for the count to settle: requests answered 503 may still be delivered
+        stored, catchup = tm.wait_caught_up(tm.acked, CFG["catchup_max_s"])
+        t0, last, stable_since = time.time(), stored, time.time()
+        while time.time() - stable_since < 5 and time.time() - t0 < 60:
+            time.sleep(1)
+            cur = tm.stored()
+            if cur != last:
+                last, stable_since = cur, time.time()
+        stored = last
         sampler.finish()
+        refused = sum(v for k, v in ing.get("statuses", {}).items() if not k.startswith("2")) * gen.PER_REQ
+        unknown = ing.get("unanswered", 0) * gen.PER_REQ
         res.update(config={k: CFG[k] for k in ("c10k_conns", "c10k_duration_s", "c10k_ingest_pace_ms",
-                                               "c10k_api_pace_ms")},
-                   ingest=out["ingest"], api=out["api"], rss=rss, cpu=cpu, max_fds=fds, acked=acked, stored=stored,
+                                               "c10k_api_pace_ms", "c10k_seed_s", "c10k_threads", "c10k_ramp_s")},
+                   seed=seed, ingest=ing, api=out["api"], rss=rss, cpu=cpu, max_fds=fds,
+                   max_accept_queue=accept_q, max_established=estab, timeline=timeline, tcp_counters=tcp,
+                   all_connected_after_s=all_conn_s, listen_backlog=backlogs, other_cpu_s=other_cpu,
+                   other_cpu_share=round(other_cpu / max(cpu["_wall"] * (os.cpu_count() or 1), 1e-6), 3),
+                   acked_total=tm.acked, acked_c10k=acked, acked_before=acked_before, stored_total=stored,
+                   stored_beyond_acked=stored - tm.acked, refused_samples=refused, unanswered_samples=unknown,
                    catchup_s=round(catchup, 1),
-                   verified=(stored == acked) if out["ingest"].get("unanswered", 1) == 0 else None,
+                   verified_exact=(stored == tm.acked),
+                   verified_bounds=(tm.acked <= stored <= tm.acked + refused + unknown),
                    max_lag=max((a - s for (_, a, s) in sampler.series if a is not None), default=None))
         for key in ("ingest", "api"):
             o = out[key]
@@ -966,15 +1087,63 @@ def bench_c10k(run_dir, procs, run_id, binary):
                 continue
             log(f"c10k {key}: {o['conns']} conns, {o['req_per_s']:.0f} req/s, p50 {o['p50_ms']:.1f} ms, "
                 f"p99 {o['p99_ms']:.1f} ms, max {o['max_ms']:.0f} ms, statuses {o['statuses']}, socket errors "
-                f"{o['socket_errors']}, unanswered {o['unanswered']}")
-        log(f"c10k RSS: " + ", ".join(f"{k} {fmt_mb(v.get('hwm') or v.get('rss'))} MB" for k, v in rss.items())
-            + f"; max open fds ingest {fds['ingest']} api {fds['api']}")
-        log(f"c10k stored {stored} / acked {acked} -> {'OK' if res['verified'] else 'CHECK'}")
+                f"{o['socket_errors']}, unanswered {o['unanswered']}, wrk CPU {o['client_cpu_s']}s")
+        log("c10k RSS: " + ", ".join(f"{k} {fmt_mb(v.get('hwm') or v.get('rss'))} MB" for k, v in rss.items())
+            + f"; max open fds ingest {fds['ingest']} api {fds['api']}; max established (kernel) {estab}; "
+            f"max accept queue {accept_q} (listen backlog {backlogs}); all connected after {all_conn_s} s; "
+            f"TCP {tcp}; CPU s {cpu}; other CPU (not measured processes, not wrk) {other_cpu}s")
+        log(f"c10k stored {stored:,} / acked {tm.acked:,} (refused {refused:,}, unanswered {unknown:,}) -> "
+            f"{'exact' if res['verified_exact'] else ('within bounds' if res['verified_bounds'] else 'MISMATCH')}")
         drop_pool(pool)
     finally:
         tm.stop()
         tm.cleanup()
     return res
+
+
+def tcp_counters():
+    """Listen-queue counters of this network namespace (/proc/net/netstat TcpExt)."""
+    want = ("ListenOverflows", "ListenDrops", "TCPReqQFullDrop", "SyncookiesSent", "TCPReqQFullDoCookies")
+    try:
+        with open("/proc/net/netstat") as f:
+            lines = f.read().splitlines()
+        for i in range(0, len(lines) - 1, 2):
+            if lines[i].startswith("TcpExt:"):
+                names, vals = lines[i].split()[1:], lines[i + 1].split()[1:]
+                d = dict(zip(names, (int(v) for v in vals)))
+                return {k: d.get(k, 0) for k in want}
+    except OSError:
+        pass
+    return {}
+
+
+def tcp_retrans():
+    try:
+        with open("/proc/net/snmp") as f:
+            lines = [l.split() for l in f if l.startswith("Tcp:")]
+        return int(dict(zip(lines[0][1:], lines[1][1:]))["RetransSegs"])
+    except (OSError, KeyError, IndexError, ValueError):
+        return 0
+
+
+def listen_backlog(port):
+    out = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True).stdout.split()
+    return int(out[2]) if len(out) > 2 else None
+
+
+def listen_stats(port):
+    """(accept queue length of the listener, established server-side connections)."""
+    q = e = 0
+    try:
+        out = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True, timeout=10).stdout
+        for line in out.splitlines():
+            q = max(q, int(line.split()[1]))
+        out = subprocess.run(["ss", "-Htn", "state", "established", f"sport = :{port}"], capture_output=True,
+                             text=True, timeout=10).stdout
+        e = len(out.splitlines())
+    except Exception:  # noqa: BLE001
+        pass
+    return q, e
 
 
 def fmt_mb(b):
@@ -1001,16 +1170,26 @@ def ratio(a, b):
     return a / b
 
 
+def load_cell(r):
+    w = (r.get("cpu") or {}).get("_wall") or 0
+    cores = os.cpu_count() or 1
+    wrk = r.get("client_cpu_s") or 0
+    other = r.get("other_cpu_s")
+    if not w:
+        return "-"
+    return f"{100 * wrk / (w * cores):.0f}% / {100 * (other or 0) / (w * cores):.0f}%"
+
+
 def build_table(results):
     lines = []
     hdr = ("| system | format | conns | samples/s | p50 ms | p99 ms | errors | server CPU s/Msample "
-           "| peak RSS MB | stored = acked |")
-    lines += [hdr, "|" + "---|" * 10]
+           "| peak RSS MB | stored = acked | wrk CPU / other CPU |")
+    lines += [hdr, "|" + "---|" * 11]
     for r in results:
         if r["system"] == "ceiling":
             lines.append(f"| wrk ceiling (nginx `return 204`) | same JSON bodies | {r['conns']} | "
                          f"{f0(r['samples_per_s'])} ({f0(r['req_per_s'])} req/s) | {f1(r['p50_ms'])} | "
-                         f"{f1(r['p99_ms'])} | {r['errors']} | - | - | - |")
+                         f"{f1(r['p99_ms'])} | {r['errors']} | - | - | - | {load_cell(r)} |")
             continue
         cpu = f2(r["cpu_s_per_msample"])
         rss = fmt_mb(r.get("peak_rss_bytes"))
@@ -1020,7 +1199,8 @@ def build_table(results):
         ver = f"{'yes' if r['verified'] else 'NO'} ({f0(r['stored_total'])} / {f0(r['acked_total'])})"
         ex = " (pool exhausted)" if r["exhausted"] else ""
         lines.append(f"| {r['system']} | {r['format']} | {r['conns']} | {f0(r['samples_per_s'])}{ex} | "
-                     f"{f1(r['p50_ms'])} | {f1(r['p99_ms'])} | {r['errors']} | {cpu} | {rss} | {ver} |")
+                     f"{f1(r['p50_ms'])} | {f1(r['p99_ms'])} | {r['errors']} | {cpu} | {rss} | {ver} | "
+                     f"{load_cell(r)} |")
     tm = [r for r in results if r["system"] == "tidemark"]
     if tm:
         lines += ["", "Tidemark pipeline during the same phases:", "",
@@ -1073,6 +1253,9 @@ def machine_info(binary):
         except Exception:  # noqa: BLE001
             return ""
     model = sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2").strip()
+    st = os.stat(binary)
+    bin_info = (dt.datetime.fromtimestamp(st.st_mtime, dt.timezone.utc).strftime("built %Y-%m-%d %H:%M UTC")
+                + ", sha256 " + sh(f"sha256sum {binary} | cut -c1-12"))
     return {
         "date_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": model, "cores": os.cpu_count(),
@@ -1081,7 +1264,8 @@ def machine_info(binary):
         "loadavg_at_start": open("/proc/loadavg").read().split()[:3],
         "versions": {
             "tidemark": sh(f"cd {REPO} && git rev-parse --short HEAD") + (
-                " (dirty tree)" if sh(f"cd {REPO} && git status --porcelain -uno") else ""),
+                " (dirty tree)" if sh(f"cd {REPO} && git status --porcelain -uno") else "") + " at run time",
+            "tidemark_binary": bin_info,
             "influxdb": sh("influxd version"), "prometheus": sh("prometheus --version 2>&1 | head -1"),
             "wrk": sh("wrk -v 2>&1 | head -1"), "nginx": sh("nginx -v 2>&1"),
             "tansu": sh(f"{os.path.expanduser('~/.cargo/bin/tansu')} --version 2>&1 | head -1"),
@@ -1103,7 +1287,8 @@ def main():
     # keep the binary we measure, whatever is rebuilt meanwhile
     bin_copy = os.path.join(run_dir, "tidemark")
     shutil.copy2(binary, bin_copy)
-    procs = Procs(run_dir)
+    global PROCS
+    procs = PROCS = Procs(run_dir)
 
     def on_signal(sig, _frame):
         raise KeyboardInterrupt(f"signal {sig}")
@@ -1136,7 +1321,10 @@ def main():
         with open(path, "w") as f:
             json.dump(report, f, indent=1, default=str)
         shutil.copy2(path, os.path.join(out_root, f"latest-{mode}.json"))
-        for d in ("pools",):
+        # pools and the peers' data are large; logs, wrk results and perf data stay
+        drop = ["pools"] if os.environ.get("BENCH_KEEP") else [
+            "pools", "influxdb/data", "influxdb/wal", "influxdb/meta", "prometheus/data"]
+        for d in drop:
             shutil.rmtree(os.path.join(run_dir, d), ignore_errors=True)
         if mode != "profile":
             os.remove(bin_copy)

@@ -18,7 +18,6 @@ Formats:
 """
 import argparse
 import gzip
-import os
 import struct
 
 try:

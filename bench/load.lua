@@ -17,6 +17,8 @@
 --               0.5N..1.5N, first request 0..N) between a response and its next request
 --   8 nthreads  wrk threads; each writes <out>.ready.<t> once its pool is loaded
 --               and no thread sends before all are ready
+--   9 ramp_s    spread the threads' start (and so their connects) over this many
+--               seconds: wrk connects all of a thread's connections at once
 local ffi = require("ffi")
 ffi.cdef [[
 typedef struct { long tv_sec; long tv_nsec; } bench_timespec_t;
@@ -41,7 +43,7 @@ local pool, npool, idx, granted = {}, 0, 1, 0
 local conns, duration, cycle, pace_ms, nthreads
 out = nil
 local t0, deadline, stop_t
-local idle, drained_marked = 0, false
+local idle, drained_marked, first_delays = 0, false, 0
 ok, ok_before, sent, accepted_sum, last_resp, exhausted_at, next_index, idle_conns = 0, 0, 0, 0, 0, 0, 0, 0
 t_start, t_stop = 0, 0
 statuses = {}
@@ -56,6 +58,10 @@ function init(args)
   cycle = (args[6] == "1")
   pace_ms = tonumber(args[7] or "0")
   nthreads = tonumber(args[8] or "1")
+  local ramp = tonumber(args[9] or "0")
+  -- init() of thread t runs in wrk's main thread right before thread t starts, so
+  -- sleeping here staggers the threads' connection bursts
+  if ramp > 0 and tid > 0 then ffi.C.usleep(math.floor(ramp * 1e6 / nthreads)) end
   local start = starts[tid + 1] or 0
   local f = assert(io.open(prefix .. "." .. tid, "rb"))
   local i = 0
@@ -109,14 +115,25 @@ function delay()
   -- keep one pool slot for wrk's own verification call of request() on thread 0
   local room = cycle or (granted < npool - 1)
   if t < deadline and room then
-    granted = granted + 1
     if pace_ms > 0 then
-      if granted <= conns then return math.random() * pace_ms end
-      return pace_ms * (0.5 + math.random())
+      local d
+      if first_delays < conns then
+        first_delays = first_delays + 1
+        d = math.random() * pace_ms
+      else
+        d = pace_ms * (0.5 + math.random())
+      end
+      if t + d / 1000 < deadline then
+        granted = granted + 1
+        return d
+      end
+      -- this connection's next request would fall after the deadline: it is done
+    else
+      granted = granted + 1
+      return 0
     end
-    return 0
   end
-  if t < deadline and not room and exhausted_at == 0 then
+  if t < deadline and not room and not cycle and exhausted_at == 0 then
     exhausted_at = t
     stop_t = t
   end

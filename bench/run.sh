@@ -17,6 +17,7 @@ case "$mode" in full|c10k|profile) ;; *) echo "usage: bench/run.sh [full|c10k|pr
 
 fail() { echo "bench/run.sh: $*" >&2; exit 1; }
 PY=/usr/bin/python3
+export PYTHONDONTWRITEBYTECODE=1
 
 # --- tools (Debian packages) ----------------------------------------------------------
 need=()

@@ -3,6 +3,7 @@
 //! complete, Postgres otherwise.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::Json;
@@ -52,7 +53,7 @@ pub fn status(now_ms: i64, last_sample_ms: Option<i64>, current: &Bucket) -> Sta
 }
 
 /// Statistics of one metric (or one service) over the current hour.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Stats {
     pub count: u64,
     pub error_count: u64,
@@ -77,7 +78,7 @@ impl Stats {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ServiceHealth {
     pub service: String,
     pub status: Status,
@@ -89,6 +90,30 @@ pub struct ServiceHealth {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics: Option<BTreeMap<String, Stats>>,
     pub source: &'static str,
+}
+
+/// The health of every service, computed at most once per [`OVERVIEW_TTL`] and shared by
+/// the requests meanwhile (they wait for one computation rather than each running
+/// their own: an all-services view costs milliseconds of CPU).
+#[derive(Default)]
+pub struct Overview {
+    slot: tokio::sync::Mutex<Option<(std::time::Instant, Arc<Vec<ServiceHealth>>)>>,
+}
+
+pub const OVERVIEW_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl Overview {
+    pub async fn get(&self, state: &ApiState) -> anyhow::Result<Arc<Vec<ServiceHealth>>> {
+        let mut slot = self.slot.lock().await;
+        if let Some((at, services)) = slot.as_ref() {
+            if at.elapsed() < OVERVIEW_TTL {
+                return Ok(services.clone());
+            }
+        }
+        let services = Arc::new(compute(state, None, false).await?);
+        *slot = Some((std::time::Instant::now(), services.clone()));
+        Ok(services)
+    }
 }
 
 /// `(service, metric, hour_ms, bucket)` rows of the recent hours.
@@ -255,8 +280,8 @@ pub async fn compute(
 pub async fn list_services(
     State(state): State<ApiState>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let services = compute(&state, None, false).await?;
-    Ok(Json(serde_json::json!({ "services": services })))
+    let services = state.overview.get(&state).await?;
+    Ok(Json(serde_json::json!({ "services": *services })))
 }
 
 pub async fn one_service(
@@ -274,7 +299,7 @@ pub async fn one_service(
 /// `GET /v1/health`: the overall status is the worst service status; stale services
 /// are listed but do not make the whole system unhealthy.
 pub async fn overall(State(state): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
-    let mut services = compute(&state, None, false).await?;
+    let mut services = state.overview.get(&state).await?.as_ref().clone();
     let overall = services
         .iter()
         .map(|s| s.status)

@@ -25,6 +25,7 @@ pub struct ApiState {
     pub redis: tidemark_core::hot::Redis,
     pub hot_keys: HotKeys,
     pub latency_metric: String,
+    pub overview: Arc<health::Overview>,
 }
 
 /// The read routes, behind the `read` role.
@@ -65,6 +66,7 @@ impl Api {
             redis: deps.redis,
             hot_keys: HotKeys::new(&config.topics.prefix),
             latency_metric: config.latency_metric.clone(),
+            overview: Arc::new(health::Overview::default()),
         };
         let router = http::with_common_layers(
             router(state.clone(), deps.keys).merge(http::ops_router(deps.ops)),
@@ -101,9 +103,9 @@ async fn refresh_gauges(state: ApiState, shutdown: CancellationToken) {
             () = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        match health::compute(&state, None, false).await {
+        match state.overview.get(&state).await {
             Ok(services) => {
-                for s in services {
+                for s in services.iter() {
                     let labels = [("service", s.service.clone())];
                     metrics::gauge!("tidemark_service_health_status", &labels)
                         .set(s.status.gauge());

@@ -74,10 +74,31 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// An exhausted connection pool is overload, not a fault: 503, so clients back off.
+    fn overload(self) -> Self {
+        match self {
+            Self::Internal(err)
+                if matches!(
+                    err.downcast_ref::<sqlx::Error>(),
+                    Some(sqlx::Error::PoolTimedOut)
+                ) =>
+            {
+                Self::Unavailable {
+                    message: "the server is overloaded; retry later".into(),
+                    retry_after_secs: 1,
+                }
+            }
+            other => other,
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, code) = self.status_and_code();
-        let message = match &self {
+        let error = self.overload();
+        let (status, code) = error.status_and_code();
+        let message = match &error {
             Self::Internal(err) => {
                 tracing::error!(error = format!("{err:#}"), "internal error");
                 "internal error; see the server log for this request id".to_owned()
@@ -91,7 +112,7 @@ impl IntoResponse for ApiError {
             .into_response();
         if let Self::Unavailable {
             retry_after_secs, ..
-        } = self
+        } = error
         {
             response
                 .headers_mut()
@@ -227,11 +248,23 @@ pub fn with_common_layers(router: Router, request_timeout: Duration) -> Router {
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
 }
 
+/// Connections the kernel queues before they are accepted; tokio's default of 128
+/// overflowed when thousands of clients connected at once (docs/performance.md).
+const LISTEN_BACKLOG: u32 = 4096;
+
 /// Binds `addr` (port 0 picks a free port); the caller learns the bound address.
 pub async fn bind(addr: std::net::SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {addr} for {what}: {e}"))
+    let listen = || -> std::io::Result<TcpListener> {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    listen().map_err(|e| anyhow::anyhow!("cannot listen on {addr} for {what}: {e}"))
 }
 
 /// Serves until `shutdown` is cancelled, then lets in-flight requests finish.
@@ -244,4 +277,38 @@ pub async fn serve(
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn errors_map_to_statuses_without_internal_detail() {
+        let pool = ApiError::Internal(
+            anyhow::Error::new(sqlx::Error::PoolTimedOut).context("reading health"),
+        );
+        let response = pool.into_response();
+        assert_eq!(
+            response.status(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "an exhausted pool is overload"
+        );
+        assert!(response.headers().contains_key(header::RETRY_AFTER));
+        let internal =
+            ApiError::Internal(anyhow::anyhow!("relation buckets does not exist")).into_response();
+        assert_eq!(internal.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(internal.into_body(), 4096)
+            .await
+            .unwrap();
+        let body = String::from_utf8_lossy(&body);
+        assert!(
+            body.contains("\"code\":\"internal\"") && !body.contains("relation"),
+            "{body}"
+        );
+        assert_eq!(
+            ApiError::Forbidden.into_response().status(),
+            StatusCode::FORBIDDEN
+        );
+    }
 }

@@ -172,6 +172,8 @@ async fn assert_health_matches(p: &Pipeline, tally: &Tally) {
                 .query_async(&mut redis)
                 .await
                 .unwrap();
+            // The all-services view may be shared for up to OVERVIEW_TTL.
+            tokio::time::sleep(tidemark_api::health::OVERVIEW_TTL).await;
         }
         let list = get(format!("http://{}/v1/health/services", p.api), &p.token).await;
         let services = list["services"].as_array().unwrap();

@@ -463,6 +463,8 @@ async fn chaos_redis_stopped() {
     }
 
     redis.down();
+    // The all-services view may be shared for up to OVERVIEW_TTL.
+    tokio::time::sleep(tidemark_api::health::OVERVIEW_TTL).await;
     let outage = Instant::now();
     while outage.elapsed() < Duration::from_secs(10) {
         let (status, source) = health_source(&c).await;
