@@ -16,6 +16,8 @@ pub struct Sample {
     pub timestamp_ms: i64,
     /// Sorted by key, so a series has one canonical form.
     pub tags: BTreeMap<String, String>,
+    /// Derived from service, metric and tags once, by [`Sample::parse`].
+    series_id: i64,
 }
 
 /// A timestamp as a client sends it.
@@ -186,15 +188,23 @@ impl Sample {
             Some(c) if c >= 1 => c as u64,
             Some(_) => return Err(FieldError::new("count", "must be an integer >= 1")),
         };
+        let timestamp_ms = parse_timestamp(fields.timestamp, bounds)?;
+        let tags = parse_tags(fields.tags)?;
         Ok(Self {
+            series_id: crate::series::series_id(&service, &metric, &tags),
             service,
             metric,
             value,
             count,
             error: fields.error.unwrap_or(false),
-            timestamp_ms: parse_timestamp(fields.timestamp, bounds)?,
-            tags: parse_tags(fields.tags)?,
+            timestamp_ms,
+            tags,
         })
+    }
+
+    /// The id of this sample's series (hashed once, at parse).
+    pub fn series_id(&self) -> i64 {
+        self.series_id
     }
 }
 

@@ -6,8 +6,6 @@ use std::collections::BTreeMap;
 
 use xxhash_rust::xxh3::Xxh3;
 
-use crate::sample::Sample;
-
 /// Stable id of a series; the same across processes, versions and tag order.
 pub fn series_id(service: &str, metric: &str, tags: &BTreeMap<String, String>) -> i64 {
     let mut h = Xxh3::new();
@@ -22,13 +20,6 @@ pub fn series_id(service: &str, metric: &str, tags: &BTreeMap<String, String>) -
         h.update(&[0]);
     }
     h.digest() as i64
-}
-
-impl Sample {
-    /// The id of this sample's series.
-    pub fn series_id(&self) -> i64 {
-        series_id(&self.service, &self.metric, &self.tags)
-    }
 }
 
 /// The partition that owns a series among `partitions` partitions.
