@@ -488,6 +488,33 @@ http {{
     drop_pool(pool)
 
 
+def measure_peer(run_dir, results, p, system, kind, fmt, count):
+    """Runs every connection-count phase against a peer process `p` and appends a row per
+    phase; `count()` returns (stored samples, extra fields for the row)."""
+    port = PORTS[system]
+    ph = Phases(run_dir, system, kind, f"127.0.0.1:{port}", port,
+                CFG[f"cap_{system}"], int(time.time() * 1000) - 20 * 60 * 1000)
+    acked = 0
+    for i, c in enumerate(CFG["conns"]):
+        starts = ph.prepare(i, c)
+        acked += ph.warm_ok_samples if i == 0 else 0
+        win = CpuWindow({"server": lambda: [p.pid]})
+        r = run_wrk(run_dir, f"{system}-{c}", port, ph.pool, c, CFG["duration_s"], starts,
+                    on_start=lambda: (reset_hwm(p.pid), win.start()))
+        cpu = win.stop()
+        acked += r["ok_requests"] * gen.PER_REQ
+        stored, extra = count()
+        r.update(system=system, format=fmt, cpu=cpu, server_cpu_s=cpu["server"],
+                 samples_per_s=r["req_per_s"] * gen.PER_REQ,
+                 peak_rss_bytes=proc_status(p.pid, "VmHWM"),
+                 acked_total=acked, stored_total=stored, **extra,
+                 verified=(stored == acked) if r["unanswered"] == 0 else
+                 (acked <= stored <= acked + r["unanswered"] * gen.PER_REQ))
+        finish_row(r)
+        results.append(r)
+        ph.done(r)
+
+
 def bench_influxdb(run_dir, procs, results):
     d = os.path.join(run_dir, "influxdb")
     os.makedirs(d, exist_ok=True)
@@ -516,27 +543,8 @@ bind-address = "127.0.0.1:{PORTS['influxdb_rpc']}"
     st, body = http("POST", base + "/query?q=" + urllib.parse.quote("CREATE DATABASE bench"))
     if st != 200:
         raise RuntimeError(f"influxdb: CREATE DATABASE answered {st} {body[:200]!r}")
-    ph = Phases(run_dir, "influxdb", "influx", f"127.0.0.1:{PORTS['influxdb']}", PORTS["influxdb"],
-                CFG["cap_influxdb"], int(time.time() * 1000) - 20 * 60 * 1000)
-    acked = 0
-    for i, c in enumerate(CFG["conns"]):
-        starts = ph.prepare(i, c)
-        acked += ph.warm_ok_samples if i == 0 else 0
-        win = CpuWindow({"server": lambda: [p.pid]})
-        r = run_wrk(run_dir, f"influxdb-{c}", PORTS["influxdb"], ph.pool, c, CFG["duration_s"], starts,
-                    on_start=lambda: (reset_hwm(p.pid), win.start()))
-        cpu = win.stop()
-        acked += r["ok_requests"] * gen.PER_REQ
-        stored = influx_count(base)
-        r.update(system="influxdb", format="line protocol", cpu=cpu, server_cpu_s=cpu["server"],
-                 samples_per_s=r["req_per_s"] * gen.PER_REQ,
-                 peak_rss_bytes=proc_status(p.pid, "VmHWM"),
-                 acked_total=acked, stored_total=stored,
-                 verified=(stored == acked) if r["unanswered"] == 0 else
-                 (acked <= stored <= acked + r["unanswered"] * gen.PER_REQ))
-        finish_row(r)
-        results.append(r)
-        ph.done(r)
+    measure_peer(run_dir, results, p, "influxdb", "influx", "line protocol",
+                 lambda: influx_count(base))
     procs.stop(p)
 
 
@@ -545,13 +553,13 @@ def influx_count(base):
     st, body = http("GET", f"{base}/query?db=bench&q={q}", timeout=300)
     if st != 200:
         log(f"influxdb count query answered {st}: {body[:200]!r}")
-        return None
+        return None, {}
     total = 0
     for res in json.loads(body).get("results", []):
         for s in res.get("series", []) or []:
             for v in s["values"]:
                 total += int(v[1])
-    return total
+    return total, {}
 
 
 
@@ -573,27 +581,8 @@ def bench_prometheus(run_dir, procs, results):
                                    f"--web.max-connections={max(CFG['conns']) + 1024}"])
     base = f"http://127.0.0.1:{PORTS['prometheus']}"
     wait_http(base + "/-/ready", proc=p, what="prometheus")
-    ph = Phases(run_dir, "prometheus", "prom", f"127.0.0.1:{PORTS['prometheus']}", PORTS["prometheus"],
-                CFG["cap_prometheus"], int(time.time() * 1000) - 20 * 60 * 1000)
-    acked = 0
-    for i, c in enumerate(CFG["conns"]):
-        starts = ph.prepare(i, c)
-        acked += ph.warm_ok_samples if i == 0 else 0
-        win = CpuWindow({"server": lambda: [p.pid]})
-        r = run_wrk(run_dir, f"prometheus-{c}", PORTS["prometheus"], ph.pool, c, CFG["duration_s"], starts,
-                    on_start=lambda: (reset_hwm(p.pid), win.start()))
-        cpu = win.stop()
-        acked += r["ok_requests"] * gen.PER_REQ
-        stored, selfm = prom_count(base)
-        r.update(system="prometheus", format="remote write (snappy protobuf)", cpu=cpu,
-                 server_cpu_s=cpu["server"], samples_per_s=r["req_per_s"] * gen.PER_REQ,
-                 peak_rss_bytes=proc_status(p.pid, "VmHWM"), acked_total=acked, stored_total=stored,
-                 prometheus_self=selfm,
-                 verified=(stored == acked) if r["unanswered"] == 0 else
-                 (acked <= stored <= acked + r["unanswered"] * gen.PER_REQ))
-        finish_row(r)
-        results.append(r)
-        ph.done(r)
+    measure_peer(run_dir, results, p, "prometheus", "prom", "remote write (snappy protobuf)",
+                 lambda: prom_count(base))
     procs.stop(p)
 
 
@@ -616,7 +605,7 @@ def prom_count(base):
                   "prometheus_tsdb_out_of_bound_samples_total", "prometheus_tsdb_head_series"):
             if line.startswith(k):
                 selfm[line.split(" ")[0]] = float(line.split(" ")[1])
-    return stored, selfm
+    return stored, {"prometheus_self": selfm}
 
 
 # ---------------------------------------------------------------- tidemark
