@@ -5,12 +5,11 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
-use serde_json::Value;
 
-use crate::support::total;
 use crate::support::{
     assert_api_matches, generate, push, read_topic, stored_count, wait_stored, Pipeline, Tally,
 };
+use crate::support::{get_json, total};
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -134,18 +133,6 @@ async fn killing_the_aggregator_loses_and_duplicates_nothing() {
     println!("after {kills} SIGKILLs: acknowledged {sent}, stored {sent}, lost 0, duplicated 0");
 }
 
-async fn get(url: String, token: &str) -> Value {
-    reqwest::Client::new()
-        .get(url)
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 /// The current hour's counts per service and per metric, from the hot copy and — once
 /// the hot copy is marked incomplete — from Postgres.
 async fn assert_health_matches(p: &Pipeline, tally: &Tally) {
@@ -175,7 +162,7 @@ async fn assert_health_matches(p: &Pipeline, tally: &Tally) {
             // The all-services view may be shared for up to OVERVIEW_TTL.
             tokio::time::sleep(tidemark_api::health::OVERVIEW_TTL).await;
         }
-        let list = get(format!("http://{}/v1/health/services", p.api), &p.token).await;
+        let list = get_json(&format!("http://{}/v1/health/services", p.api), &p.token).await;
         let services = list["services"].as_array().unwrap();
         for s in services {
             let name = s["service"].as_str().unwrap();
@@ -204,8 +191,8 @@ async fn assert_health_matches(p: &Pipeline, tally: &Tally) {
             };
             assert_eq!(s["status"], status, "error rate {rate}: {s}");
         }
-        let one = get(
-            format!("http://{}/v1/health/services/svc-0", p.api),
+        let one = get_json(
+            &format!("http://{}/v1/health/services/svc-0", p.api),
             &p.token,
         )
         .await;

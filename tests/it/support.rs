@@ -458,10 +458,22 @@ pub async fn push(
         .await
 }
 
+/// GETs `url` with the bearer `token` and parses the JSON answer.
+pub async fn get_json(url: &str, token: &str) -> Value {
+    reqwest::Client::new()
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// Reads every series of the tally back through the API and compares exactly (and the
 /// quantiles within the sketch's 1 %). Returns the total count the API reported.
 pub async fn assert_api_matches(api: SocketAddr, token: &str, tally: &Tally) -> u64 {
-    let client = reqwest::Client::new();
     let mut by_series: BTreeMap<&SeriesKey, BTreeMap<i64, &Expected>> = BTreeMap::new();
     for ((key, hour), e) in tally {
         by_series.entry(key).or_default().insert(*hour, e);
@@ -470,21 +482,15 @@ pub async fn assert_api_matches(api: SocketAddr, token: &str, tally: &Tally) -> 
     let mut total = 0;
     for (key, hours) in by_series {
         let tags: Vec<String> = key.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let body: Value = client
-            .get(format!("http://{api}/v1/series"))
-            .query(&[
-                ("service", key.service.as_str()),
-                ("metric", key.metric.as_str()),
-                ("tags", &tags.join(",")),
-                ("from", &from.to_string()),
-            ])
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let query = [
+            ("service", key.service.as_str()),
+            ("metric", key.metric.as_str()),
+            ("tags", &tags.join(",")),
+            ("from", &from.to_string()),
+        ];
+        let url =
+            reqwest::Url::parse_with_params(&format!("http://{api}/v1/series"), &query).unwrap();
+        let body = get_json(url.as_str(), token).await;
         let series = body["series"].as_array().unwrap();
         assert_eq!(series.len(), 1, "one series for {key:?}: {body}");
         let buckets = series[0]["buckets"].as_array().unwrap();
