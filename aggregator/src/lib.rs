@@ -29,11 +29,13 @@ use tidemark_core::Config;
 use tokio_util::sync::CancellationToken;
 
 use crate::hot::{HotBucket, HotWriter};
-use crate::state::{Fence, PartitionState, SeriesCache};
+use crate::state::{Fence, OnGap, PartitionState, SeriesCache};
 
 /// Flush early when this many samples wait in memory.
 const MAX_PENDING_SAMPLES: u64 = 500_000;
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How long to wait before fetching again from an offset the consumer jumped past.
+const REFETCH_PAUSE: Duration = Duration::from_millis(10);
 /// How often applied idempotency chunks older than the retention are forgotten.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(300);
 
@@ -190,8 +192,19 @@ impl Aggregator {
         if offset < st.next_offset {
             return Ok(()); // already applied
         }
-        if offset > st.next_offset && st.samples == 0 {
-            return self.seek_to_stored(partition, offset);
+        if offset > st.next_offset {
+            match st.on_gap(std::time::Instant::now()) {
+                OnGap::Refetch(from) => return self.refetch(partition, offset, from).await,
+                OnGap::Accept => {
+                    metrics::counter!("tidemark_aggregator_offset_gaps_total").increment(1);
+                    tracing::error!(
+                        partition,
+                        expected = st.next_offset,
+                        got = offset,
+                        "offsets missing from the log; consuming past them"
+                    );
+                }
+            }
         }
         match tidemark_schemas::decode_sample_batch(payload) {
             Ok(batch) => {
@@ -228,9 +241,13 @@ impl Aggregator {
         Ok(PartitionState::new(fence, next))
     }
 
-    /// The consumer is ahead of the stored offset (Kafka's committed offset is only for
-    /// lag monitoring); go back to what Postgres says is next.
-    fn seek_to_stored(&mut self, partition: i32, seen: i64) -> anyhow::Result<()> {
+    /// The consumer delivered `seen`, past the next offset to apply: it started past the
+    /// stored offset (Kafka's committed offset is only for lag monitoring), or the broker
+    /// skipped offsets (see [`state::GAP_GRACE`]). After a short pause, fetch again from
+    /// `from` (at or before the next offset to apply).
+    async fn refetch(&mut self, partition: i32, seen: i64, from: i64) -> anyhow::Result<()> {
+        metrics::counter!("tidemark_aggregator_refetches_total").increment(1);
+        tokio::time::sleep(REFETCH_PAUSE).await;
         let target = self.states[&partition].next_offset;
         let low = tokio::task::block_in_place(|| {
             self.consumer
@@ -249,16 +266,18 @@ impl Aggregator {
             st.next_offset = low;
             return Ok(());
         }
+        let from = from.max(low);
         tracing::info!(
             partition,
-            from = seen,
-            to = target,
-            "seeking back to the stored offset"
+            seen,
+            expected = target,
+            from,
+            "fetching again from before the next offset to apply"
         );
         self.consumer.seek(
             &self.topic,
             partition,
-            Offset::Offset(target),
+            Offset::Offset(from),
             Duration::from_secs(10),
         )?;
         Ok(())
@@ -356,10 +375,7 @@ impl Aggregator {
             if let Some(backlog) = &self.backlog {
                 backlog.release(*p, st.bytes);
             }
-            *st = PartitionState::new(
-                Fence::Row(st.next_offset, self.cluster_id.clone()),
-                st.next_offset,
-            );
+            *st = st.committed(&self.cluster_id);
             let _ = tpl.add_partition_offset(&self.topic, *p, Offset::Offset(st.next_offset));
         }
         metrics::counter!("tidemark_aggregator_samples_committed_total").increment(folded);

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tidemark_core::backlog::sample_size;
 use tidemark_core::bucket::hour_start;
@@ -59,6 +60,35 @@ pub struct PendingChunk {
     pub observations: Vec<Observation>,
 }
 
+/// How long offsets a partition jumped over are looked for before the jump is believed.
+/// Kafka leaves gaps only in compacted or transactional topics, which the samples topic
+/// is not. Brokers can still make one appear: tansu's in-memory engine reserves offsets
+/// before the batch holding them is readable, and tansu serves a fetch only with batches
+/// that start at or after the fetch offset, so resuming inside a batch skips its rest.
+pub const GAP_GRACE: Duration = Duration::from_secs(2);
+
+/// How many refetches a gap takes before it is believed; the last starts 2^14 offsets
+/// before it, past the start of any batch (librdkafka puts at most 10,000 messages in one).
+pub const GAP_REFETCHES: u32 = 16;
+
+/// What to do with a message that lies past the next expected offset.
+#[derive(Debug, PartialEq, Eq)]
+pub enum OnGap {
+    /// Fetch again from this offset, at or before the next expected one.
+    Refetch(i64),
+    /// The gap outlived `GAP_GRACE` and `GAP_REFETCHES`: consume the message, skipping
+    /// the missing offsets.
+    Accept,
+}
+
+/// A jump past `expected` being looked into since `since`.
+#[derive(Debug, Clone, Copy)]
+struct Gap {
+    expected: i64,
+    since: Instant,
+    refetches: u32,
+}
+
 /// Accumulated, not yet flushed deltas of one partition.
 #[derive(Debug)]
 pub struct PartitionState {
@@ -73,6 +103,7 @@ pub struct PartitionState {
     pub samples: u64,
     /// Estimated encoded size of the consumed samples (see `tidemark_core::backlog`).
     pub bytes: u64,
+    gap: Option<Gap>,
 }
 
 impl PartitionState {
@@ -84,7 +115,49 @@ impl PartitionState {
             chunks: Vec::new(),
             samples: 0,
             bytes: 0,
+            gap: None,
         }
+    }
+
+    /// The state after its deltas were committed: empty, fenced at `next_offset`, still
+    /// remembering a gap being waited out.
+    pub fn committed(&self, cluster_id: &str) -> Self {
+        Self {
+            gap: self.gap,
+            ..Self::new(
+                Fence::Row(self.next_offset, cluster_id.to_owned()),
+                self.next_offset,
+            )
+        }
+    }
+
+    /// Decides about a message at an offset past `next_offset`, seen at `now`. The first
+    /// refetch starts at the expected offset (a batch not readable yet); later ones start
+    /// ever earlier, to find the start of a batch holding it. Re-reading applied offsets
+    /// is harmless: they are skipped.
+    pub fn on_gap(&mut self, now: Instant) -> OnGap {
+        let expected = self.next_offset;
+        let gap = match self.gap {
+            Some(g) if g.expected == expected => g,
+            _ => Gap {
+                expected,
+                since: now,
+                refetches: 0,
+            },
+        };
+        if gap.refetches >= GAP_REFETCHES && now.duration_since(gap.since) >= GAP_GRACE {
+            self.gap = None;
+            return OnGap::Accept;
+        }
+        let back = match gap.refetches {
+            0 => 0,
+            n => 1i64 << (n - 1).min(40),
+        };
+        self.gap = Some(Gap {
+            refetches: gap.refetches + 1,
+            ..gap
+        });
+        OnGap::Refetch(expected - back)
     }
 
     /// Whether anything was consumed since the fence was read.
@@ -313,6 +386,59 @@ mod tests {
             x_known[&(id, HOUR_MS)].1.count,
             1,
             "x applied in an earlier flush: only y"
+        );
+    }
+
+    #[test]
+    fn a_gap_is_fetched_again_until_it_outlives_the_grace() {
+        let t0 = Instant::now();
+        let mut st = PartitionState::new(Fence::Row(50, "c".into()), 50);
+        let refetches: Vec<OnGap> = (0..5).map(|_| st.on_gap(t0)).collect();
+        assert_eq!(
+            refetches,
+            [50, 49, 48, 46, 42].map(OnGap::Refetch),
+            "from the expected offset, then ever earlier"
+        );
+        let st = &mut st.committed("c");
+        assert_eq!(
+            st.on_gap(t0 + GAP_GRACE / 2),
+            OnGap::Refetch(34),
+            "a flush does not restart the search"
+        );
+        for _ in 6..GAP_REFETCHES {
+            assert!(matches!(st.on_gap(t0 + GAP_GRACE), OnGap::Refetch(_)));
+        }
+        assert_eq!(
+            st.on_gap(t0 + GAP_GRACE / 2),
+            OnGap::Refetch(50 - (1 << (GAP_REFETCHES - 1))),
+            "not before the grace"
+        );
+        assert_eq!(st.on_gap(t0 + GAP_GRACE), OnGap::Accept);
+        assert_eq!(
+            st.on_gap(t0 + GAP_GRACE),
+            OnGap::Refetch(50),
+            "the next gap is looked into afresh"
+        );
+    }
+
+    #[test]
+    fn a_gap_closed_in_time_is_forgotten() {
+        let t0 = Instant::now();
+        let mut cache = SeriesCache::default();
+        let mut st = PartitionState::new(Fence::Row(5, "c".into()), 5);
+        assert_eq!(st.on_gap(t0), OnGap::Refetch(5));
+        assert_eq!(st.on_gap(t0), OnGap::Refetch(4));
+        let batch = SampleBatch {
+            batch_id: "b".into(),
+            produced_at: 0,
+            samples: vec![sample("a", 1.0, 1, false, HOUR_MS)],
+            chunks: vec![],
+        };
+        st.fold(5, &batch, &mut cache);
+        assert_eq!(
+            st.on_gap(t0 + GAP_GRACE * 2),
+            OnGap::Refetch(6),
+            "a jump past offset 6 is a new gap"
         );
     }
 

@@ -6,6 +6,7 @@ mod blackbox;
 mod chaos;
 mod compose;
 mod fencing;
+mod gaps;
 mod idempotency;
 mod ingest;
 mod replay;
