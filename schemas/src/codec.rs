@@ -25,7 +25,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::{Chunk, SampleBatch, SchemaError, WireSample, HEADER_LEN};
+use crate::{Chunk, SampleBatch, SampleRef, SchemaError, WireSample, HEADER_LEN};
 
 /// Maximum length of a varint encoding a 64-bit value.
 const MAX_VARINT_LEN: usize = 10;
@@ -74,18 +74,67 @@ pub(crate) fn encoded_len_estimate(batch: &SampleBatch) -> usize {
 
 /// Appends the Avro binary datum of `batch` to `out`.
 pub(crate) fn write_sample_batch(out: &mut Vec<u8>, batch: &SampleBatch) {
-    write_string(out, &batch.batch_id);
-    write_long(out, batch.produced_at);
-    if !batch.samples.is_empty() {
-        write_len(out, batch.samples.len());
-        for sample in &batch.samples {
-            write_sample(out, sample);
-        }
+    write_batch_with(
+        out,
+        &batch.batch_id,
+        batch.produced_at,
+        batch.samples.len(),
+        |out| {
+            for s in &batch.samples {
+                write_sample_head(
+                    out,
+                    &s.service,
+                    &s.metric,
+                    s.value,
+                    s.count,
+                    s.error,
+                    s.timestamp,
+                );
+                write_tags(out, s.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            }
+        },
+        &batch.chunks,
+    );
+}
+
+/// Appends the Avro binary datum of a batch whose `count` samples are already
+/// encoded, one datum after another, in `samples`.
+pub(crate) fn write_sample_batch_of_datums(
+    out: &mut Vec<u8>,
+    batch_id: &str,
+    produced_at: i64,
+    count: usize,
+    samples: &[u8],
+    chunks: &[Chunk],
+) {
+    write_batch_with(
+        out,
+        batch_id,
+        produced_at,
+        count,
+        |out| out.extend_from_slice(samples),
+        chunks,
+    );
+}
+
+fn write_batch_with(
+    out: &mut Vec<u8>,
+    batch_id: &str,
+    produced_at: i64,
+    count: usize,
+    write_samples: impl FnOnce(&mut Vec<u8>),
+    chunks: &[Chunk],
+) {
+    write_string(out, batch_id);
+    write_long(out, produced_at);
+    if count > 0 {
+        write_len(out, count);
+        write_samples(out);
     }
     out.push(0);
-    if !batch.chunks.is_empty() {
-        write_len(out, batch.chunks.len());
-        for chunk in &batch.chunks {
+    if !chunks.is_empty() {
+        write_len(out, chunks.len());
+        for chunk in chunks {
             write_string(out, &chunk.id);
             write_int(out, chunk.first);
             write_int(out, chunk.count);
@@ -94,16 +143,42 @@ pub(crate) fn write_sample_batch(out: &mut Vec<u8>, batch: &SampleBatch) {
     out.push(0);
 }
 
-fn write_sample(out: &mut Vec<u8>, sample: &WireSample) {
-    write_string(out, &sample.service);
-    write_string(out, &sample.metric);
-    out.extend_from_slice(&sample.value.to_le_bytes());
-    write_long(out, sample.count);
-    out.push(u8::from(sample.error));
-    write_long(out, sample.timestamp);
-    if !sample.tags.is_empty() {
-        write_len(out, sample.tags.len());
-        for (key, value) in &sample.tags {
+/// Appends the datum of one sample; `tags` must be sorted by key, each key once.
+pub(crate) fn write_sample_ref(out: &mut Vec<u8>, s: &SampleRef<'_>) {
+    write_sample_head(
+        out,
+        s.service,
+        s.metric,
+        s.value,
+        s.count,
+        s.error,
+        s.timestamp,
+    );
+    write_tags(out, s.tags.iter().copied());
+}
+
+/// The fields of a sample datum before its tags.
+fn write_sample_head(
+    out: &mut Vec<u8>,
+    service: &str,
+    metric: &str,
+    value: f64,
+    count: i64,
+    error: bool,
+    timestamp: i64,
+) {
+    write_string(out, service);
+    write_string(out, metric);
+    out.extend_from_slice(&value.to_le_bytes());
+    write_long(out, count);
+    out.push(u8::from(error));
+    write_long(out, timestamp);
+}
+
+fn write_tags<'t>(out: &mut Vec<u8>, tags: impl ExactSizeIterator<Item = (&'t str, &'t str)>) {
+    if tags.len() > 0 {
+        write_len(out, tags.len());
+        for (key, value) in tags {
             write_string(out, key);
             write_string(out, value);
         }

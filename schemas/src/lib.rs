@@ -93,6 +93,20 @@ pub struct WireSample {
     pub tags: BTreeMap<String, String>,
 }
 
+/// A sample's fields, borrowed, for encoding its datum ahead of its batch (see
+/// [`write_sample_datum`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SampleRef<'a> {
+    pub service: &'a str,
+    pub metric: &'a str,
+    pub value: f64,
+    pub count: i64,
+    pub error: bool,
+    pub timestamp: i64,
+    /// Sorted by key, each key once.
+    pub tags: &'a [(&'a str, &'a str)],
+}
+
 /// Errors of schema parsing, encoding and decoding.
 #[derive(Debug, thiserror::Error)]
 pub enum SchemaError {
@@ -284,6 +298,27 @@ pub fn encode_sample_batch(batch: &SampleBatch) -> Result<Vec<u8>, SchemaError> 
     out.extend_from_slice(&header(SAMPLES_FINGERPRINT));
     codec::write_sample_batch(&mut out, batch);
     Ok(out)
+}
+
+/// Appends the Avro datum of one sample (an item of a batch's `samples`) to `out`.
+pub fn write_sample_datum(out: &mut Vec<u8>, sample: &SampleRef<'_>) {
+    codec::write_sample_ref(out, sample);
+}
+
+/// Encodes, as [`encode_sample_batch`] does, a batch whose `count` samples are already
+/// datums written by [`write_sample_datum`], one after another in `samples`.
+pub fn encode_sample_batch_of_datums(
+    batch_id: &str,
+    produced_at: i64,
+    count: usize,
+    samples: &[u8],
+    chunks: &[Chunk],
+) -> Vec<u8> {
+    let mut out =
+        Vec::with_capacity(HEADER_LEN + batch_id.len() + samples.len() + 32 + chunks.len() * 48);
+    out.extend_from_slice(&header(SAMPLES_FINGERPRINT));
+    codec::write_sample_batch_of_datums(&mut out, batch_id, produced_at, count, samples, chunks);
+    out
 }
 
 /// Decodes a single-object message written with [`SAMPLES_SCHEMA`] (by the
