@@ -4,7 +4,6 @@
 //! that. Ingest reserves an upper estimate of each sample's encoded size before producing
 //! it; the aggregator releases the same estimate once the sample is committed to Postgres.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Well under the mock's 5 MiB per partition.
@@ -17,12 +16,16 @@ pub struct Backlog {
 
 /// An upper bound of one sample's Avro size: strings with their length prefix, the
 /// fixed-size fields and the map framing.
-pub fn sample_size(service: &str, metric: &str, tags: &BTreeMap<String, String>) -> u64 {
+pub fn sample_size<K: AsRef<str>, V: AsRef<str>>(
+    service: &str,
+    metric: &str,
+    tags: impl IntoIterator<Item = (K, V)>,
+) -> u64 {
     let strings = service.len()
         + metric.len()
         + tags
-            .iter()
-            .map(|(k, v)| k.len() + v.len() + 4)
+            .into_iter()
+            .map(|(k, v)| k.as_ref().len() + v.as_ref().len() + 4)
             .sum::<usize>();
     (strings + 40) as u64
 }

@@ -1,21 +1,21 @@
-//! The validated sample, the domain type every role works with, built only through
-//! [`Sample::parse`], which enforces SPEC §2 and names the offending field.
+//! The validated sample, built only through [`Sample::parse`], which enforces SPEC §2
+//! and names the offending field. It borrows its strings from the request it came in,
+//! until ingest encodes it.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// One observation of `value`, seen `count` times, of a series `(service, metric, tags)`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Sample {
-    pub service: String,
-    pub metric: String,
+pub struct Sample<'a> {
+    pub service: &'a str,
+    pub metric: &'a str,
     pub value: f64,
     pub count: u64,
     pub error: bool,
     /// Unix milliseconds.
     pub timestamp_ms: i64,
-    /// Sorted by key, so a series has one canonical form.
-    pub tags: BTreeMap<String, String>,
+    /// Sorted by key, each key once, so a series has one canonical form.
+    pub tags: Vec<(&'a str, &'a str)>,
     /// Derived from service, metric and tags once, by [`Sample::parse`].
     series_id: i64,
 }
@@ -69,12 +69,12 @@ pub const MAX_TAGS: usize = 16;
 pub const MAX_TAG_KEY_LEN: usize = 64;
 pub const MAX_TAG_VALUE_LEN: usize = 256;
 
-fn check_name(
+fn check_name<'a>(
     field: &str,
-    value: Option<&str>,
+    value: Option<&'a str>,
     allowed: fn(char) -> bool,
     charset: &str,
-) -> Result<String, FieldError> {
+) -> Result<&'a str, FieldError> {
     let value = value.ok_or_else(|| FieldError::new(field, "is required"))?;
     if value.is_empty() || value.len() > MAX_NAME_LEN {
         return Err(FieldError::new(
@@ -88,7 +88,7 @@ fn check_name(
             format!("may contain only {charset}"),
         ));
     }
-    Ok(value.to_owned())
+    Ok(value)
 }
 
 fn service_char(c: char) -> bool {
@@ -148,13 +148,15 @@ fn parse_timestamp(
     Ok(ts)
 }
 
-fn parse_tags(tags: Option<Vec<(&str, &str)>>) -> Result<BTreeMap<String, String>, FieldError> {
-    let tags = tags.unwrap_or_default();
+/// Validates the tags and sorts them by key; of a key given twice the last value counts.
+fn parse_tags<'a>(
+    tags: Option<Vec<(&'a str, &'a str)>>,
+) -> Result<Vec<(&'a str, &'a str)>, FieldError> {
+    let mut tags = tags.unwrap_or_default();
     if tags.len() > MAX_TAGS {
         return Err(FieldError::new("tags", format!("at most {MAX_TAGS} tags")));
     }
-    let mut out = BTreeMap::new();
-    for (k, v) in tags {
+    for &(k, v) in &tags {
         if k.is_empty() || k.len() > MAX_TAG_KEY_LEN || !k.chars().all(service_char) {
             return Err(FieldError::new(
                 format!("tags.{k}"),
@@ -167,14 +169,18 @@ fn parse_tags(tags: Option<Vec<(&str, &str)>>) -> Result<BTreeMap<String, String
                 format!("tag values must be at most {MAX_TAG_VALUE_LEN} characters"),
             ));
         }
-        out.insert(k.to_owned(), v.to_owned());
     }
-    Ok(out)
+    if !tags.is_sorted_by(|a, b| a.0 < b.0) {
+        tags.reverse();
+        tags.sort_by_key(|t| t.0);
+        tags.dedup_by_key(|t| t.0);
+    }
+    Ok(tags)
 }
 
-impl Sample {
+impl<'a> Sample<'a> {
     /// Validates raw fields into a sample; the error names the first bad field.
-    pub fn parse(fields: SampleFields<'_>, bounds: TimeBounds) -> Result<Self, FieldError> {
+    pub fn parse(fields: SampleFields<'a>, bounds: TimeBounds) -> Result<Self, FieldError> {
         let service = check_name("service", fields.service, service_char, "[A-Za-z0-9._-]")?;
         let metric = check_name("metric", fields.metric, metric_char, "[A-Za-z0-9._:-]")?;
         let value = fields
@@ -191,7 +197,7 @@ impl Sample {
         let timestamp_ms = parse_timestamp(fields.timestamp, bounds)?;
         let tags = parse_tags(fields.tags)?;
         Ok(Self {
-            series_id: crate::series::series_id(&service, &metric, &tags),
+            series_id: crate::series::series_id(service, metric, tags.iter().copied()),
             service,
             metric,
             value,
@@ -348,6 +354,28 @@ mod tests {
             }),
             "tags.k"
         );
+    }
+
+    #[test]
+    fn tags_come_out_sorted_and_the_last_of_a_key_counts() {
+        let s = Sample::parse(
+            SampleFields {
+                tags: Some(vec![("b", "1"), ("a", "2"), ("b", "3")]),
+                ..ok_fields()
+            },
+            bounds(),
+        )
+        .unwrap();
+        assert_eq!(s.tags, [("a", "2"), ("b", "3")]);
+        let sorted = Sample::parse(
+            SampleFields {
+                tags: Some(vec![("a", "2"), ("b", "3")]),
+                ..ok_fields()
+            },
+            bounds(),
+        )
+        .unwrap();
+        assert_eq!(s.series_id(), sorted.series_id());
     }
 
     #[test]

@@ -2,21 +2,24 @@
 //! stable 64-bit id, and the id picks its partition, so one partition (and one aggregator)
 //! owns a series.
 
-use std::collections::BTreeMap;
-
 use xxhash_rust::xxh3::Xxh3;
 
-/// Stable id of a series; the same across processes, versions and tag order.
-pub fn series_id(service: &str, metric: &str, tags: &BTreeMap<String, String>) -> i64 {
+/// Stable id of a series; the same across processes and versions. `tags` must be sorted
+/// by key, each key once (as a `BTreeMap` iterates).
+pub fn series_id<K: AsRef<str>, V: AsRef<str>>(
+    service: &str,
+    metric: &str,
+    tags: impl IntoIterator<Item = (K, V)>,
+) -> i64 {
     let mut h = Xxh3::new();
     for part in [service, metric] {
         h.update(part.as_bytes());
         h.update(&[0]);
     }
     for (k, v) in tags {
-        h.update(k.as_bytes());
+        h.update(k.as_ref().as_bytes());
         h.update(&[1]);
-        h.update(v.as_bytes());
+        h.update(v.as_ref().as_bytes());
         h.update(&[0]);
     }
     h.digest() as i64
@@ -31,6 +34,7 @@ pub fn partition_of(series_id: i64, partitions: i32) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     fn tags(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs

@@ -1,6 +1,7 @@
-//! Per-partition batching: samples are routed by series to a partition, packed at most
-//! [`MAX_BATCH`] to a Kafka message (flushed when full or after the linger), and a
-//! submitter learns the broker's verdict for every batch that holds its samples.
+//! Per-partition batching: samples are routed by series to a partition and encoded to
+//! Avro on the submitter's task, then packed at most [`MAX_BATCH`] to a Kafka message
+//! (flushed when full or after the linger), and a submitter learns the broker's verdict
+//! for every batch that holds its samples.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +11,7 @@ use rdkafka::producer::FutureRecord;
 use tidemark_core::backlog::{sample_size, Backlog};
 use tidemark_core::series::partition_of;
 use tidemark_core::Sample;
-use tidemark_schemas::{encode_sample_batch, Chunk, SampleBatch, WireSample};
+use tidemark_schemas::{encode_sample_batch_of_datums, write_sample_datum, Chunk, SampleRef};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -27,8 +28,89 @@ const QUEUE_DEPTH: usize = 1024;
 type Outcome = Result<(), Arc<str>>;
 type Ack = watch::Receiver<Option<Outcome>>;
 
+/// Samples of one partition as Avro datums, back to back.
+#[derive(Default)]
+struct Encoded {
+    datums: Vec<u8>,
+    /// Per sample: where its datum ends, and its backlog estimate.
+    spans: Vec<Span>,
+}
+
+#[derive(Clone, Copy)]
+struct Span {
+    end: usize,
+    backlog: u64,
+}
+
+impl Encoded {
+    fn push(&mut self, s: &Sample<'_>) {
+        write_sample_datum(
+            &mut self.datums,
+            &SampleRef {
+                service: s.service,
+                metric: s.metric,
+                value: s.value,
+                count: s.count as i64,
+                error: s.error,
+                timestamp: s.timestamp_ms,
+                tags: &s.tags,
+            },
+        );
+        self.spans.push(Span {
+            end: self.datums.len(),
+            backlog: sample_size(s.service, s.metric, s.tags.iter().copied()),
+        });
+    }
+
+    fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    fn backlog(&self) -> u64 {
+        self.spans.iter().map(|s| s.backlog).sum()
+    }
+
+    /// Each sample's datum with its backlog estimate.
+    fn iter(&self) -> impl Iterator<Item = (&[u8], u64)> {
+        let starts = std::iter::once(0).chain(self.spans.iter().map(|s| s.end));
+        starts
+            .zip(&self.spans)
+            .map(|(start, s)| (&self.datums[start..s.end], s.backlog))
+    }
+
+    /// Splits into runs of at most `max` samples.
+    fn split(self, max: usize) -> Vec<Encoded> {
+        if self.len() <= max {
+            return vec![self];
+        }
+        let mut start = 0;
+        self.spans
+            .chunks(max)
+            .map(|spans| {
+                let end = spans.last().expect("chunks are not empty").end;
+                let part = Encoded {
+                    datums: self.datums[start..end].to_vec(),
+                    spans: spans
+                        .iter()
+                        .map(|s| Span {
+                            end: s.end - start,
+                            ..*s
+                        })
+                        .collect(),
+                };
+                start = end;
+                part
+            })
+            .collect()
+    }
+}
+
 struct Part {
-    samples: Vec<Sample>,
+    samples: Encoded,
     /// Set for a chunk of an idempotent request: it travels whole in one message.
     chunk: Option<String>,
     reply: oneshot::Sender<Vec<Ack>>,
@@ -88,7 +170,9 @@ impl Batcher {
                 topic: config.topic.clone(),
                 partition,
                 linger: config.linger,
-                current: Vec::with_capacity(MAX_BATCH),
+                current: Vec::new(),
+                current_count: 0,
+                current_backlog: 0,
                 current_chunks: Vec::new(),
                 current_ack: watch::channel(None).0,
                 deadline: None,
@@ -114,11 +198,11 @@ impl Batcher {
     /// [`MAX_BATCH`] that a consumer recognises when a retry sends them again.
     pub async fn submit(
         &self,
-        samples: Vec<Sample>,
+        samples: &[Sample<'_>],
         request: Option<u128>,
     ) -> Result<usize, SubmitError> {
         let n = samples.len();
-        let mut groups: Vec<Vec<Sample>> = (0..self.queues.len()).map(|_| Vec::new()).collect();
+        let mut groups: Vec<Encoded> = (0..self.queues.len()).map(|_| Encoded::default()).collect();
         for s in samples {
             groups[partition_of(s.series_id(), self.partitions()) as usize].push(s);
         }
@@ -170,41 +254,29 @@ impl Batcher {
 /// A partition's samples as parts: one part, or for an idempotent request chunks of at
 /// most [`MAX_BATCH`] whose ids depend only on the request, partition and position, so a
 /// retry of the same request yields the same chunks.
-fn parts(
-    group: Vec<Sample>,
-    partition: i32,
-    request: Option<u128>,
-) -> Vec<(Option<String>, Vec<Sample>)> {
+fn parts(group: Encoded, partition: i32, request: Option<u128>) -> Vec<(Option<String>, Encoded)> {
     let Some(request) = request else {
         return vec![(None, group)];
     };
-    let mut parts = Vec::new();
-    let mut rest = group.into_iter().peekable();
-    let mut index = 0u32;
-    while rest.peek().is_some() {
-        let chunk: Vec<Sample> = rest.by_ref().take(MAX_BATCH).collect();
-        let mut id = request.to_le_bytes().to_vec();
-        id.extend_from_slice(&partition.to_le_bytes());
-        id.extend_from_slice(&index.to_le_bytes());
-        parts.push((
-            Some(format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&id))),
-            chunk,
-        ));
-        index += 1;
-    }
-    parts
+    group
+        .split(MAX_BATCH)
+        .into_iter()
+        .enumerate()
+        .map(|(index, chunk)| {
+            let mut id = request.to_le_bytes().to_vec();
+            id.extend_from_slice(&partition.to_le_bytes());
+            id.extend_from_slice(&(index as u32).to_le_bytes());
+            (
+                Some(format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&id))),
+                chunk,
+            )
+        })
+        .collect()
 }
 
 /// Reserves backlog room for every group, or none at all.
-fn reserve(backlog: &Backlog, groups: &[Vec<Sample>]) -> Result<(), SubmitError> {
-    let sizes: Vec<u64> = groups
-        .iter()
-        .map(|g| {
-            g.iter()
-                .map(|s| sample_size(&s.service, &s.metric, &s.tags))
-                .sum()
-        })
-        .collect();
+fn reserve(backlog: &Backlog, groups: &[Encoded]) -> Result<(), SubmitError> {
+    let sizes: Vec<u64> = groups.iter().map(Encoded::backlog).collect();
     for (p, &bytes) in sizes.iter().enumerate() {
         if !backlog.try_reserve(p as i32, bytes) {
             for (q, &reserved) in sizes.iter().enumerate().take(p) {
@@ -221,7 +293,10 @@ struct PartitionWorker {
     topic: String,
     partition: i32,
     linger: Duration,
-    current: Vec<WireSample>,
+    /// The datums of the batch being filled, how many, and their backlog estimate.
+    current: Vec<u8>,
+    current_count: usize,
+    current_backlog: u64,
     current_chunks: Vec<Chunk>,
     current_ack: watch::Sender<Option<Outcome>>,
     deadline: Option<Instant>,
@@ -251,25 +326,27 @@ impl PartitionWorker {
         let mut in_current = false;
         if let Some(id) = part.chunk {
             // A chunk is never split: it starts a new message when it does not fit.
-            if self.current.len() + part.samples.len() > MAX_BATCH {
+            if self.current_count + part.samples.len() > MAX_BATCH {
                 self.flush(inflight);
             }
             self.current_chunks.push(Chunk {
                 id,
-                first: self.current.len() as i32,
+                first: self.current_count as i32,
                 count: part.samples.len() as i32,
             });
         }
-        for sample in part.samples {
-            if self.current.is_empty() {
+        for (datum, backlog) in part.samples.iter() {
+            if self.current_count == 0 {
                 self.deadline = Some(Instant::now() + self.linger);
             }
             if !in_current {
                 acks.push(self.current_ack.subscribe());
                 in_current = true;
             }
-            self.current.push(to_wire(sample));
-            if self.current.len() == MAX_BATCH {
+            self.current.extend_from_slice(datum);
+            self.current_count += 1;
+            self.current_backlog += backlog;
+            if self.current_count == MAX_BATCH {
                 self.flush(inflight);
                 in_current = false;
             }
@@ -280,33 +357,22 @@ impl PartitionWorker {
 
     fn flush(&mut self, inflight: &mut FuturesUnordered<Delivery>) {
         self.deadline = None;
-        if self.current.is_empty() {
+        if self.current_count == 0 {
             return;
         }
-        let samples = std::mem::replace(&mut self.current, Vec::with_capacity(MAX_BATCH));
+        let size = std::mem::take(&mut self.current_count);
+        let backlog = std::mem::take(&mut self.current_backlog);
         let ack = std::mem::replace(&mut self.current_ack, watch::channel(None).0);
-        let size = samples.len();
-        let reserved = self.backlog.clone().map(|b| {
-            let bytes: u64 = samples
-                .iter()
-                .map(|s| sample_size(&s.service, &s.metric, &s.tags))
-                .sum();
-            (b, self.partition, bytes)
-        });
+        let reserved = self.backlog.clone().map(|b| (b, self.partition, backlog));
         let ack = BatchAck { ack, reserved };
-        let batch = SampleBatch {
-            batch_id: uuid::Uuid::new_v4().to_string(),
-            produced_at: chrono::Utc::now().timestamp_millis(),
-            samples,
-            chunks: std::mem::take(&mut self.current_chunks),
-        };
-        let payload = match encode_sample_batch(&batch) {
-            Ok(p) => p,
-            Err(e) => {
-                ack.fail(format!("encoding failed: {e}"));
-                return;
-            }
-        };
+        let payload = encode_sample_batch_of_datums(
+            &uuid::Uuid::new_v4().to_string(),
+            chrono::Utc::now().timestamp_millis(),
+            size,
+            &self.current,
+            &std::mem::take(&mut self.current_chunks),
+        );
+        self.current.clear();
         let record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic)
             .partition(self.partition)
             .payload(&payload);
@@ -360,17 +426,5 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
-    }
-}
-
-fn to_wire(s: Sample) -> WireSample {
-    WireSample {
-        service: s.service,
-        metric: s.metric,
-        value: s.value,
-        count: s.count as i64,
-        error: s.error,
-        timestamp: s.timestamp_ms,
-        tags: s.tags,
     }
 }

@@ -45,17 +45,14 @@ impl Cardinality {
     }
 
     /// The index of the first sample whose series is refused, with the reason.
-    pub async fn check(&self, samples: &[Sample]) -> Option<(usize, String)> {
+    pub async fn check(&self, samples: &[Sample<'_>]) -> Option<(usize, String)> {
         let mut unknown: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
         {
             let admitted = self.admitted.lock().expect("admitted lock");
             for s in samples {
                 let id = s.series_id();
-                if !admitted
-                    .get(&s.service)
-                    .is_some_and(|set| set.contains(&id))
-                {
-                    unknown.entry(&s.service).or_default().push(id);
+                if !admitted.get(s.service).is_some_and(|set| set.contains(&id)) {
+                    unknown.entry(s.service).or_default().push(id);
                 }
             }
         }

@@ -88,7 +88,8 @@ async fn push_samples(
         h.update(&json);
         h.digest128()
     });
-    let samples = parse::parse_samples(&json, bounds)?;
+    let raw = parse::decode_samples(&json)?;
+    let samples = raw.validate(bounds)?;
     let _permits = state
         .inflight
         .try_acquire_many(samples.len() as u32)
@@ -108,7 +109,7 @@ async fn push_samples(
     }
     let n = state
         .batcher
-        .submit(samples, request)
+        .submit(&samples, request)
         .await
         .map_err(|e| ApiError::Unavailable {
             message: format!("samples not accepted: {e}; retry later"),

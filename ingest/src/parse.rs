@@ -108,7 +108,7 @@ struct Wrapped<'a> {
 }
 
 impl RawSample<'_> {
-    fn validate(&self, bounds: TimeBounds) -> Result<Sample, FieldError> {
+    fn validate(&self, bounds: TimeBounds) -> Result<Sample<'_>, FieldError> {
         let timestamp = self.timestamp.as_ref().map(|t| match t {
             RawTimestamp::Millis(ms) => TimestampInput::UnixMillis(*ms),
             RawTimestamp::Text(text) => TimestampInput::Text(text),
@@ -151,8 +151,12 @@ fn decode<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
     })
 }
 
-/// Parses a JSON array of samples or `{"samples": [...]}`; all-or-nothing.
-pub fn parse_samples(body: &[u8], bounds: TimeBounds) -> Result<Vec<Sample>, ApiError> {
+/// The samples of a request, decoded from JSON but not yet validated; they borrow from
+/// the body.
+pub struct RawSamples<'a>(Vec<RawSample<'a>>);
+
+/// Decodes a JSON array of samples or `{"samples": [...]}`.
+pub fn decode_samples(body: &[u8]) -> Result<RawSamples<'_>, ApiError> {
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
     let raw: Vec<RawSample<'_>> = match first {
         Some(b'[') => decode::<Vec<RawSample<'_>>>(body)?,
@@ -164,6 +168,17 @@ pub fn parse_samples(body: &[u8], bounds: TimeBounds) -> Result<Vec<Sample>, Api
             ))
         }
     };
+    Ok(RawSamples(raw))
+}
+
+impl RawSamples<'_> {
+    /// Validates every sample; all-or-nothing.
+    pub fn validate(&self, bounds: TimeBounds) -> Result<Vec<Sample<'_>>, ApiError> {
+        validate(&self.0, bounds)
+    }
+}
+
+fn validate<'r>(raw: &'r [RawSample<'_>], bounds: TimeBounds) -> Result<Vec<Sample<'r>>, ApiError> {
     if raw.is_empty() {
         return Err(ApiError::bad_request(
             "invalid_sample",
@@ -211,7 +226,11 @@ mod tests {
     }
 
     fn message(body: &str) -> String {
-        match parse_samples(body.as_bytes(), bounds()) {
+        let outcome = decode_samples(body.as_bytes()).and_then(|raw| {
+            raw.validate(bounds())?;
+            Ok(())
+        });
+        match outcome {
             Err(ApiError::BadRequest { message, .. }) => message,
             other => panic!("expected a 400, got {other:?}"),
         }
@@ -219,27 +238,33 @@ mod tests {
 
     #[test]
     fn both_shapes_parse() {
-        let a = parse_samples(
+        let a = decode_samples(
             br#"[{"service":"s","metric":"m","value":1.5,"tags":{"b":"2","a":"1"}}]"#,
-            bounds(),
         )
         .unwrap();
-        let b = parse_samples(
+        let b = decode_samples(
             br#"{"samples":[{"service":"s","metric":"m","value":1.5,"tags":{"a":"1","b":"2"}}]}"#,
-            bounds(),
         )
         .unwrap();
-        assert_eq!(a, b);
+        let a = a.validate(bounds()).unwrap();
+        assert_eq!(a, b.validate(bounds()).unwrap());
         assert_eq!(a[0].timestamp_ms, NOW);
+        assert_eq!(a[0].tags, [("a", "1"), ("b", "2")]);
+    }
+
+    #[test]
+    fn escaped_strings_are_unescaped() {
+        let raw = decode_samples(br#"[{"service":"s1","metric":"m","value":1}]"#).unwrap();
+        assert_eq!(raw.validate(bounds()).unwrap()[0].service, "s1");
     }
 
     #[test]
     fn timestamps_in_both_forms() {
-        let s = parse_samples(
+        let raw = decode_samples(
             br#"[{"service":"s","metric":"m","value":1,"timestamp":1790000000000},{"service":"s","metric":"m","value":1,"timestamp":"2026-09-21T14:13:20Z"}]"#,
-            bounds(),
         )
         .unwrap();
+        let s = raw.validate(bounds()).unwrap();
         assert_eq!(s[0].timestamp_ms, s[1].timestamp_ms);
     }
 
