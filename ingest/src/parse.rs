@@ -3,7 +3,6 @@
 //! domain validation that names the index and field of the first bad samples.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::io::Read;
 
 use serde::de::{self, Deserializer, Visitor};
@@ -53,9 +52,9 @@ pub fn decode_body<'a>(
 #[serde(deny_unknown_fields)]
 struct RawSample<'a> {
     #[serde(borrow, default)]
-    service: Option<Cow<'a, str>>,
+    service: Option<Text<'a>>,
     #[serde(borrow, default)]
-    metric: Option<Cow<'a, str>>,
+    metric: Option<Text<'a>>,
     #[serde(default)]
     value: Option<f64>,
     #[serde(default)]
@@ -65,7 +64,53 @@ struct RawSample<'a> {
     #[serde(borrow, default)]
     timestamp: Option<RawTimestamp<'a>>,
     #[serde(borrow, default)]
-    tags: Option<BTreeMap<Cow<'a, str>, Cow<'a, str>>>,
+    tags: Option<Tags<'a>>,
+}
+
+/// A JSON string, borrowed from the body unless it holds escapes. (serde's own `Cow`
+/// support borrows only a `Cow` field itself, not one inside an `Option` or a map.)
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// A JSON object of string values, in the order given (validation sorts it).
+struct Tags<'a>(Vec<(Text<'a>, Text<'a>)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Tags<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Tags<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object of string values")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut tags = Vec::with_capacity(map.size_hint().unwrap_or(0).min(16));
+                while let Some(entry) = map.next_entry()? {
+                    tags.push(entry);
+                }
+                Ok(Tags(tags))
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 enum RawTimestamp<'a> {
@@ -113,14 +158,15 @@ impl RawSample<'_> {
             RawTimestamp::Millis(ms) => TimestampInput::UnixMillis(*ms),
             RawTimestamp::Text(text) => TimestampInput::Text(text),
         });
-        let tags = self
-            .tags
-            .as_ref()
-            .map(|t| t.iter().map(|(k, v)| (k.as_ref(), v.as_ref())).collect());
+        let tags = self.tags.as_ref().map(|t| {
+            t.0.iter()
+                .map(|(k, v)| (k.0.as_ref(), v.0.as_ref()))
+                .collect()
+        });
         Sample::parse(
             SampleFields {
-                service: self.service.as_deref(),
-                metric: self.metric.as_deref(),
+                service: self.service.as_ref().map(|s| s.0.as_ref()),
+                metric: self.metric.as_ref().map(|s| s.0.as_ref()),
                 value: self.value,
                 count: self.count,
                 error: self.error,
@@ -254,8 +300,13 @@ mod tests {
 
     #[test]
     fn escaped_strings_are_unescaped() {
-        let raw = decode_samples(br#"[{"service":"s1","metric":"m","value":1}]"#).unwrap();
-        assert_eq!(raw.validate(bounds()).unwrap()[0].service, "s1");
+        let raw = decode_samples(
+            br#"[{"service":"s\u0031","metric":"m","value":1,"tags":{"k\u0031":"v\"x","a":"b"}}]"#,
+        )
+        .unwrap();
+        let s = &raw.validate(bounds()).unwrap()[0];
+        assert_eq!(s.service, "s1");
+        assert_eq!(s.tags, [("a", "b"), ("k1", "v\"x")]);
     }
 
     #[test]
