@@ -35,7 +35,7 @@ const DEFAULTS: &[(&str, Option<&str>)] = &[
     ("status_page_public", Some("false")),
     ("log", Some("info")),
     ("partitions", Some("6")),
-    ("linger", Some("5ms")),
+    ("linger", Some("0ms")),
     ("ack_timeout", Some("5s")),
     ("max_body_bytes", Some("1048576")),
     ("max_decompressed_bytes", Some("16777216")),

@@ -1,7 +1,7 @@
 //! Per-partition batching: samples are routed by series to a partition and encoded to
 //! Avro on the submitter's task, then packed at most [`MAX_BATCH`] to a Kafka message
-//! (flushed when full or after the linger), and a submitter learns the broker's verdict
-//! for every batch that holds its samples.
+//! (flushed when full, or once no more samples are waiting and the linger has passed),
+//! and a submitter learns the broker's verdict for every batch that holds its samples.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -308,7 +308,11 @@ impl PartitionWorker {
         let mut inflight = FuturesUnordered::new();
         loop {
             let deadline = self.deadline;
+            // Biased: a partly filled batch goes out only when no more parts are waiting
+            // (and its linger has passed), so under load batches fill, and when the load
+            // pauses nobody waits on a timer. Deliveries come first: they answer requests.
             tokio::select! {
+                biased;
                 Some(()) = inflight.next(), if !inflight.is_empty() => {}
                 part = rx.recv() => match part {
                     Some(part) => self.place(part, &mut inflight),
