@@ -8,11 +8,13 @@ use std::time::Duration;
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::producer::FutureRecord;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use tidemark_core::backlog::{sample_size, Backlog};
 use tidemark_core::series::partition_of;
 use tidemark_core::Sample;
 use tidemark_schemas::{encode_sample_batch_of_datums, write_sample_datum, Chunk, SampleRef};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
 use crate::producer::ProducerHandle;
@@ -26,7 +28,53 @@ const QUEUE_DEPTH: usize = 1024;
 
 /// The broker's verdict on one batch; the error text is shared by its waiters.
 type Outcome = Result<(), Arc<str>>;
-type Ack = watch::Receiver<Option<Outcome>>;
+
+/// What one submitter waits for: every batch holding one of its samples settled.
+/// `pending` counts its parts not yet placed plus the batches they joined not yet
+/// settled, so it reaches 0 only once everything is known; the last to settle wakes the
+/// submitter (one wake-up per request, whatever the number of partitions).
+struct Receipt {
+    pending: AtomicUsize,
+    failure: Mutex<Option<Arc<str>>>,
+    done: Notify,
+}
+
+impl Receipt {
+    fn new(parts: usize) -> Arc<Self> {
+        Arc::new(Self {
+            pending: AtomicUsize::new(parts),
+            failure: Mutex::new(None),
+            done: Notify::new(),
+        })
+    }
+
+    fn join(&self) {
+        self.pending.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn settle(&self, outcome: &Outcome) {
+        if let Err(reason) = outcome {
+            self.failure
+                .lock()
+                .expect("failure lock")
+                .get_or_insert_with(|| reason.clone());
+        }
+        if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.done.notify_one();
+        }
+    }
+
+    async fn wait(&self) -> Outcome {
+        // `notify_one` keeps a permit when nobody waits yet, so no wake-up is lost.
+        while self.pending.load(Ordering::Acquire) > 0 {
+            self.done.notified().await;
+        }
+        match self.failure.lock().expect("failure lock").take() {
+            Some(reason) => Err(reason),
+            None => Ok(()),
+        }
+    }
+}
 
 /// Samples of one partition as Avro datums, back to back.
 #[derive(Default)]
@@ -113,7 +161,7 @@ struct Part {
     samples: Encoded,
     /// Set for a chunk of an idempotent request: it travels whole in one message.
     chunk: Option<String>,
-    reply: oneshot::Sender<Vec<Ack>>,
+    receipt: Arc<Receipt>,
 }
 
 /// Why samples were not acknowledged.
@@ -174,7 +222,7 @@ impl Batcher {
                 current_count: 0,
                 current_backlog: 0,
                 current_chunks: Vec::new(),
-                current_ack: watch::channel(None).0,
+                current_receipts: Vec::new(),
                 deadline: None,
                 backlog: config.backlog.clone(),
             };
@@ -209,39 +257,29 @@ impl Batcher {
         if let Some(backlog) = &self.backlog {
             reserve(backlog, &groups)?;
         }
+        let parts: Vec<(usize, Option<String>, Encoded)> = groups
+            .into_iter()
+            .enumerate()
+            .filter(|(_, g)| !g.is_empty())
+            .flat_map(|(p, group)| {
+                parts(group, p as i32, request)
+                    .into_iter()
+                    .map(move |(chunk, samples)| (p, chunk, samples))
+            })
+            .collect();
+        let receipt = Receipt::new(parts.len());
         let wait = async {
-            let mut replies = Vec::new();
-            for (partition, (queue, group)) in self
-                .queues
-                .iter()
-                .zip(groups)
-                .enumerate()
-                .filter(|(_, (_, g))| !g.is_empty())
-            {
-                for (chunk, samples) in parts(group, partition as i32, request) {
-                    let (reply, rx) = oneshot::channel();
-                    queue
-                        .send(Part {
-                            samples,
-                            chunk,
-                            reply,
-                        })
-                        .await
-                        .map_err(|_| SubmitError::Closed)?;
-                    replies.push(rx);
-                }
+            for (p, chunk, samples) in parts {
+                self.queues[p]
+                    .send(Part {
+                        samples,
+                        chunk,
+                        receipt: receipt.clone(),
+                    })
+                    .await
+                    .map_err(|_| SubmitError::Closed)?;
             }
-            for reply in replies {
-                for mut ack in reply.await.map_err(|_| SubmitError::Closed)? {
-                    let outcome = ack
-                        .wait_for(Option::is_some)
-                        .await
-                        .map_err(|_| SubmitError::Closed)?;
-                    if let Some(Err(reason)) = outcome.as_ref() {
-                        return Err(SubmitError::Rejected(reason.clone()));
-                    }
-                }
-            }
+            receipt.wait().await.map_err(SubmitError::Rejected)?;
             Ok(n)
         };
         // The producer fails a batch after `ack_timeout` itself; the margin covers queueing.
@@ -298,7 +336,8 @@ struct PartitionWorker {
     current_count: usize,
     current_backlog: u64,
     current_chunks: Vec<Chunk>,
-    current_ack: watch::Sender<Option<Outcome>>,
+    /// The submitters waiting on the batch being filled.
+    current_receipts: Vec<Arc<Receipt>>,
     deadline: Option<Instant>,
     backlog: Option<Arc<Backlog>>,
 }
@@ -326,7 +365,6 @@ impl PartitionWorker {
     }
 
     fn place(&mut self, part: Part, inflight: &mut FuturesUnordered<Delivery>) {
-        let mut acks = Vec::new();
         let mut in_current = false;
         if let Some(id) = part.chunk {
             // A chunk is never split: it starts a new message when it does not fit.
@@ -344,7 +382,8 @@ impl PartitionWorker {
                 self.deadline = Some(Instant::now() + self.linger);
             }
             if !in_current {
-                acks.push(self.current_ack.subscribe());
+                part.receipt.join();
+                self.current_receipts.push(part.receipt.clone());
                 in_current = true;
             }
             self.current.extend_from_slice(datum);
@@ -355,8 +394,8 @@ impl PartitionWorker {
                 in_current = false;
             }
         }
-        // The submitter may have given up (timeout); its samples still go out.
-        let _ = part.reply.send(acks);
+        // Placed. The submitter may have given up (timeout); its samples still go out.
+        part.receipt.settle(&Ok(()));
     }
 
     fn flush(&mut self, inflight: &mut FuturesUnordered<Delivery>) {
@@ -366,9 +405,11 @@ impl PartitionWorker {
         }
         let size = std::mem::take(&mut self.current_count);
         let backlog = std::mem::take(&mut self.current_backlog);
-        let ack = std::mem::replace(&mut self.current_ack, watch::channel(None).0);
         let reserved = self.backlog.clone().map(|b| (b, self.partition, backlog));
-        let ack = BatchAck { ack, reserved };
+        let ack = BatchAck {
+            receipts: std::mem::take(&mut self.current_receipts),
+            reserved,
+        };
         let payload = encode_sample_batch_of_datums(
             &uuid::Uuid::new_v4().to_string(),
             chrono::Utc::now().timestamp_millis(),
@@ -389,7 +430,7 @@ impl PartitionWorker {
                         metrics::counter!("tidemark_ingest_samples_produced_total")
                             .increment(size as u64);
                         metrics::histogram!("tidemark_ingest_batch_samples").record(size as f64);
-                        let _ = ack.ack.send(Some(Ok(())));
+                        ack.settle(Ok(()));
                     }
                     Ok(Err((e, _))) => {
                         producers.report(&e);
@@ -410,19 +451,36 @@ type Delivery = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// The waiters of one batch, and the backlog it reserved.
 struct BatchAck {
-    ack: watch::Sender<Option<Outcome>>,
+    receipts: Vec<Arc<Receipt>>,
     reserved: Option<(Arc<Backlog>, i32, u64)>,
 }
 
 impl BatchAck {
+    /// Tells the batch's waiters the broker's verdict.
+    fn settle(mut self, outcome: Outcome) {
+        for receipt in std::mem::take(&mut self.receipts) {
+            receipt.settle(&outcome);
+        }
+    }
+
     /// The batch is not in the broker: tell its waiters and free its backlog room.
-    fn fail(self, reason: String) {
+    fn fail(mut self, reason: String) {
         tracing::warn!(%reason, "batch not acknowledged by the broker");
         metrics::counter!("tidemark_ingest_produce_errors_total").increment(1);
-        if let Some((backlog, partition, bytes)) = self.reserved {
+        if let Some((backlog, partition, bytes)) = self.reserved.take() {
             backlog.release(partition, bytes);
         }
-        let _ = self.ack.send(Some(Err(reason.into())));
+        self.settle(Err(reason.into()));
+    }
+}
+
+impl Drop for BatchAck {
+    /// A batch dropped unsettled (the worker is gone) must not leave its waiters hanging.
+    fn drop(&mut self) {
+        let closed: Outcome = Err("ingest is shutting down".into());
+        for receipt in self.receipts.drain(..) {
+            receipt.settle(&closed);
+        }
     }
 }
 
