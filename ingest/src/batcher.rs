@@ -422,10 +422,13 @@ impl PartitionWorker {
             .partition(self.partition)
             .payload(&payload);
         let producers = self.producers.clone();
+        let sent = Instant::now();
         match self.producers.get().send_result(record) {
             Ok(delivery) => inflight.push(Box::pin(async move {
                 match delivery.await {
                     Ok(Ok(_)) => {
+                        metrics::histogram!("tidemark_ingest_broker_ack_seconds")
+                            .record(sent.elapsed().as_secs_f64());
                         metrics::counter!("tidemark_ingest_batches_produced_total").increment(1);
                         metrics::counter!("tidemark_ingest_samples_produced_total")
                             .increment(size as u64);
