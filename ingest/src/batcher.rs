@@ -91,7 +91,16 @@ struct Span {
 }
 
 impl Encoded {
-    fn push(&mut self, s: &Sample<'_>) {
+    /// Room for samples whose backlog estimates (upper bounds of their Avro size) sum
+    /// to `bytes`, so encoding never reallocates.
+    fn with_capacity(samples: usize, bytes: u64) -> Self {
+        Self {
+            datums: Vec::with_capacity(bytes as usize),
+            spans: Vec::with_capacity(samples),
+        }
+    }
+
+    fn push(&mut self, s: &Sample<'_>, backlog: u64) {
         write_sample_datum(
             &mut self.datums,
             &SampleRef {
@@ -106,7 +115,7 @@ impl Encoded {
         );
         self.spans.push(Span {
             end: self.datums.len(),
-            backlog: sample_size(s.service, s.metric, s.tags.iter().copied()),
+            backlog,
         });
     }
 
@@ -250,9 +259,27 @@ impl Batcher {
         request: Option<u128>,
     ) -> Result<usize, SubmitError> {
         let n = samples.len();
-        let mut groups: Vec<Encoded> = (0..self.queues.len()).map(|_| Encoded::default()).collect();
-        for s in samples {
-            groups[partition_of(s.series_id(), self.partitions()) as usize].push(s);
+        let routes: Vec<(usize, u64)> = samples
+            .iter()
+            .map(|s| {
+                let partition = partition_of(s.series_id(), self.partitions()) as usize;
+                (
+                    partition,
+                    sample_size(s.service, s.metric, s.tags.iter().copied()),
+                )
+            })
+            .collect();
+        let mut room = vec![(0usize, 0u64); self.queues.len()];
+        for &(p, bytes) in &routes {
+            room[p].0 += 1;
+            room[p].1 += bytes;
+        }
+        let mut groups: Vec<Encoded> = room
+            .into_iter()
+            .map(|(count, bytes)| Encoded::with_capacity(count, bytes))
+            .collect();
+        for (s, &(p, bytes)) in samples.iter().zip(&routes) {
+            groups[p].push(s, bytes);
         }
         if let Some(backlog) = &self.backlog {
             reserve(backlog, &groups)?;

@@ -215,15 +215,12 @@ fn write_varint(out: &mut Vec<u8>, mut v: u64) {
         out.push(v as u8);
         return;
     }
-    let mut buf = [0u8; MAX_VARINT_LEN];
-    let mut len = 0;
-    while v >= 0x80 && len < MAX_VARINT_LEN - 1 {
-        buf[len] = v as u8 | 0x80;
+    // Byte by byte: a copy of a short, variable-length buffer costs a call to memcpy.
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
         v >>= 7;
-        len += 1;
     }
-    buf[len] = v as u8;
-    out.extend_from_slice(&buf[..=len]);
+    out.push(v as u8);
 }
 
 /// Decodes the Avro binary datum of a [`SampleBatch`]; `datum` must be
