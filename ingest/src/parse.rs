@@ -2,6 +2,8 @@
 //! decompressed size, JSON decoding that reports the path of a badly typed field, and
 //! domain validation that names the index and field of the first bad samples.
 
+mod fast;
+
 use std::borrow::Cow;
 use std::io::Read;
 
@@ -48,7 +50,7 @@ pub fn decode_body<'a>(
     Ok(Cow::Owned(out))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default, Debug)]
 #[serde(deny_unknown_fields)]
 struct RawSample<'a> {
     #[serde(borrow, default)]
@@ -69,6 +71,7 @@ struct RawSample<'a> {
 
 /// A JSON string, borrowed from the body unless it holds escapes. (serde's own `Cow`
 /// support borrows only a `Cow` field itself, not one inside an `Option` or a map.)
+#[derive(Debug)]
 struct Text<'a>(Cow<'a, str>);
 
 impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
@@ -91,6 +94,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
 }
 
 /// A JSON object of string values, in the order given (validation sorts it).
+#[derive(Debug)]
 struct Tags<'a>(Vec<(Text<'a>, Text<'a>)>);
 
 impl<'de: 'a, 'a> Deserialize<'de> for Tags<'a> {
@@ -113,6 +117,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Tags<'a> {
     }
 }
 
+#[derive(Debug)]
 enum RawTimestamp<'a> {
     Millis(i64),
     Text(Cow<'a, str>),
@@ -203,8 +208,15 @@ pub struct RawSamples<'a>(Vec<RawSample<'a>>);
 
 /// Decodes a JSON array of samples or `{"samples": [...]}`.
 pub fn decode_samples(body: &[u8]) -> Result<RawSamples<'_>, ApiError> {
+    match fast::samples(body) {
+        Some(raw) => Ok(RawSamples(raw)),
+        None => serde_samples(body).map(RawSamples),
+    }
+}
+
+fn serde_samples(body: &[u8]) -> Result<Vec<RawSample<'_>>, ApiError> {
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
-    let raw: Vec<RawSample<'_>> = match first {
+    Ok(match first {
         Some(b'[') => decode::<Vec<RawSample<'_>>>(body)?,
         Some(b'{') => decode::<Wrapped<'_>>(body)?.samples,
         _ => {
@@ -213,8 +225,7 @@ pub fn decode_samples(body: &[u8]) -> Result<RawSamples<'_>, ApiError> {
                 "body: expected a JSON array of samples or {\"samples\": [...]}",
             ))
         }
-    };
-    Ok(RawSamples(raw))
+    })
 }
 
 impl RawSamples<'_> {
