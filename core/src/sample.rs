@@ -72,7 +72,7 @@ pub const MAX_TAG_VALUE_LEN: usize = 256;
 fn check_name<'a>(
     field: &str,
     value: Option<&'a str>,
-    allowed: fn(char) -> bool,
+    allowed: impl Fn(u8) -> bool,
     charset: &str,
 ) -> Result<&'a str, FieldError> {
     let value = value.ok_or_else(|| FieldError::new(field, "is required"))?;
@@ -82,7 +82,7 @@ fn check_name<'a>(
             format!("must be 1-{MAX_NAME_LEN} characters"),
         ));
     }
-    if !value.chars().all(allowed) {
+    if !value.bytes().all(allowed) {
         return Err(FieldError::new(
             field,
             format!("may contain only {charset}"),
@@ -91,12 +91,14 @@ fn check_name<'a>(
     Ok(value)
 }
 
-fn service_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
+/// Whether `b` may appear in a service name or tag key. Every allowed character is
+/// ASCII, so checking bytes checks characters: a byte of a multi-byte character fails.
+fn service_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')
 }
 
-fn metric_char(c: char) -> bool {
-    service_char(c) || c == ':'
+fn metric_byte(b: u8) -> bool {
+    service_byte(b) || b == b':'
 }
 
 /// Parses an instant given as RFC 3339 text or integer Unix milliseconds in text form
@@ -157,13 +159,14 @@ fn parse_tags<'a>(
         return Err(FieldError::new("tags", format!("at most {MAX_TAGS} tags")));
     }
     for &(k, v) in &tags {
-        if k.is_empty() || k.len() > MAX_TAG_KEY_LEN || !k.chars().all(service_char) {
+        if k.is_empty() || k.len() > MAX_TAG_KEY_LEN || !k.bytes().all(service_byte) {
             return Err(FieldError::new(
                 format!("tags.{k}"),
                 format!("tag keys must be 1-{MAX_TAG_KEY_LEN} characters of [A-Za-z0-9._-]"),
             ));
         }
-        if v.chars().count() > MAX_TAG_VALUE_LEN {
+        // A value of at most that many bytes has at most that many characters.
+        if v.len() > MAX_TAG_VALUE_LEN && v.chars().count() > MAX_TAG_VALUE_LEN {
             return Err(FieldError::new(
                 format!("tags.{k}"),
                 format!("tag values must be at most {MAX_TAG_VALUE_LEN} characters"),
@@ -181,8 +184,8 @@ fn parse_tags<'a>(
 impl<'a> Sample<'a> {
     /// Validates raw fields into a sample; the error names the first bad field.
     pub fn parse(fields: SampleFields<'a>, bounds: TimeBounds) -> Result<Self, FieldError> {
-        let service = check_name("service", fields.service, service_char, "[A-Za-z0-9._-]")?;
-        let metric = check_name("metric", fields.metric, metric_char, "[A-Za-z0-9._:-]")?;
+        let service = check_name("service", fields.service, service_byte, "[A-Za-z0-9._-]")?;
+        let metric = check_name("metric", fields.metric, metric_byte, "[A-Za-z0-9._:-]")?;
         let value = fields
             .value
             .ok_or_else(|| FieldError::new("value", "is required"))?;
@@ -350,6 +353,48 @@ mod tests {
         assert_eq!(
             field_of(SampleFields {
                 tags: Some(vec![("k", &long_value)]),
+                ..ok_fields()
+            }),
+            "tags.k"
+        );
+    }
+
+    #[test]
+    fn names_are_ascii_and_tag_values_count_characters() {
+        for name in ["café", "ünits"] {
+            assert_eq!(
+                field_of(SampleFields {
+                    service: Some(name),
+                    ..ok_fields()
+                }),
+                "service"
+            );
+            assert_eq!(
+                field_of(SampleFields {
+                    metric: Some(name),
+                    ..ok_fields()
+                }),
+                "metric"
+            );
+            assert_eq!(
+                field_of(SampleFields {
+                    tags: Some(vec![(name, "v")]),
+                    ..ok_fields()
+                }),
+                format!("tags.{name}")
+            );
+        }
+        // 256 two-byte characters are 512 bytes, and within the limit.
+        let wide = "é".repeat(256);
+        let fields = SampleFields {
+            tags: Some(vec![("k", &wide)]),
+            ..ok_fields()
+        };
+        assert!(Sample::parse(fields, bounds()).is_ok());
+        let wider = "é".repeat(257);
+        assert_eq!(
+            field_of(SampleFields {
+                tags: Some(vec![("k", &wider)]),
                 ..ok_fields()
             }),
             "tags.k"
