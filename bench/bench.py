@@ -54,7 +54,7 @@ CFG = {
     # that phase early (reported), it never repeats a sample
     "cap_influxdb": env_int("BENCH_CAP_INFLUXDB", 600_000),
     "cap_prometheus": env_int("BENCH_CAP_PROMETHEUS", 800_000),
-    "cap_tidemark": env_int("BENCH_CAP_TIDEMARK", 500_000),
+    "cap_tidemark": env_int("BENCH_CAP_TIDEMARK", 1_000_000),
     "catchup_max_s": env_float("BENCH_CATCHUP_MAX", 300),
     "warmup_s": env_float("BENCH_WARMUP", 3),
     "health_interval_s": env_float("BENCH_HEALTH_INTERVAL", 0.25),
