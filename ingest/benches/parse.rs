@@ -1,7 +1,7 @@
 //! Timing of request decoding on a 100-sample body shaped like the benchmark's: the
 //! fast path against serde_json, which decodes the same body when its first sample
 //! holds an escape (the fast path gives up on it at once). Then validation, which
-//! follows either. Prints medians and the ratio measured in the same run:
+//! follows either, and gunzip of the same body for `Content-Encoding: gzip`. Prints medians and the ratio measured in the same run:
 //!
 //! ```text
 //! cargo bench -p tidemark-ingest --bench parse
@@ -10,8 +10,10 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use std::io::Write;
 use tidemark_core::sample::TimeBounds;
-use tidemark_ingest::parse::decode_samples;
+
+use tidemark_ingest::parse::{decode_body, decode_samples};
 
 const NOW: i64 = 1_790_000_000_000;
 
@@ -71,6 +73,14 @@ fn main() {
     let serde = median(2_000, || {
         decode(&serde_body);
     });
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+    gz.write_all(&fast_body).expect("in memory");
+    let gz = gz.finish().expect("in memory");
+    let gunzip = median(2_000, || {
+        drop(black_box(
+            decode_body(Some("gzip"), black_box(&gz), 1 << 20).expect("valid gzip"),
+        ));
+    });
     let raw = decode_samples(&fast_body).expect("valid body");
     let validate = median(2_000, || {
         black_box(raw.validate(bounds).expect("valid samples"));
@@ -87,6 +97,11 @@ fn main() {
     println!(
         "  validate            {:>9.2} µs",
         validate.as_secs_f64() * 1e6
+    );
+    println!(
+        "  gunzip of {} bytes {:>9.2} µs",
+        gz.len(),
+        gunzip.as_secs_f64() * 1e6
     );
     println!(
         "  fast / serde_json   {:>9.2}",
