@@ -2,7 +2,9 @@
 //! stable 64-bit id, and the id picks its partition, so one partition (and one aggregator)
 //! owns a series.
 
-use xxhash_rust::xxh3::Xxh3;
+use std::cell::RefCell;
+
+use xxhash_rust::xxh3::xxh3_64;
 
 /// Stable id of a series; the same across processes and versions. `tags` must be sorted
 /// by key, each key once (as a `BTreeMap` iterates).
@@ -11,18 +13,25 @@ pub fn series_id<K: AsRef<str>, V: AsRef<str>>(
     metric: &str,
     tags: impl IntoIterator<Item = (K, V)>,
 ) -> i64 {
-    let mut h = Xxh3::new();
-    for part in [service, metric] {
-        h.update(part.as_bytes());
-        h.update(&[0]);
+    // The parts are hashed in one piece: the same digest as feeding them one by one to
+    // a streaming hasher (as earlier versions did), at a fraction of the cost.
+    thread_local! {
+        static KEY: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     }
-    for (k, v) in tags {
-        h.update(k.as_ref().as_bytes());
-        h.update(&[1]);
-        h.update(v.as_ref().as_bytes());
-        h.update(&[0]);
-    }
-    h.digest() as i64
+    KEY.with_borrow_mut(|key| {
+        key.clear();
+        for part in [service, metric] {
+            key.extend_from_slice(part.as_bytes());
+            key.push(0);
+        }
+        for (k, v) in tags {
+            key.extend_from_slice(k.as_ref().as_bytes());
+            key.push(1);
+            key.extend_from_slice(v.as_ref().as_bytes());
+            key.push(0);
+        }
+        xxh3_64(key) as i64
+    })
 }
 
 /// The partition that owns a series among `partitions` partitions.
@@ -61,6 +70,31 @@ mod tests {
     fn id_is_stable_across_builds() {
         // Pinned so a change of hash (which would split every stored series) is noticed.
         assert_eq!(series_id("svc", "m", &tags(&[])), 1_039_416_625_778_646_903);
+        // Ids stored by earlier versions came from a streaming hasher fed part by part;
+        // keys longer than its 256-byte buffer take its other path.
+        let long = "v".repeat(300);
+        for (service, metric, pairs) in [
+            ("svc", "m", vec![("a", "1"), ("b", "2")]),
+            (
+                "checkout",
+                "http.server.duration",
+                vec![("route", long.as_str())],
+            ),
+            ("", "", vec![]),
+        ] {
+            let mut h = xxhash_rust::xxh3::Xxh3::new();
+            for part in [service, metric] {
+                h.update(part.as_bytes());
+                h.update(&[0]);
+            }
+            for (k, v) in &pairs {
+                h.update(k.as_bytes());
+                h.update(&[1]);
+                h.update(v.as_bytes());
+                h.update(&[0]);
+            }
+            assert_eq!(series_id(service, metric, pairs), h.digest() as i64);
+        }
     }
 
     #[test]
