@@ -206,11 +206,14 @@ impl Aggregator {
                 }
             }
         }
-        match tidemark_schemas::decode_sample_batch(payload) {
-            Ok(batch) => {
-                st.fold(offset, &batch, &mut self.series);
+        let series = &mut self.series;
+        match tidemark_schemas::with_sample_batch(payload, |batch| {
+            st.fold(offset, batch, series);
+            batch.samples.len()
+        }) {
+            Ok(folded) => {
                 metrics::counter!("tidemark_aggregator_samples_folded_total")
-                    .increment(batch.samples.len() as u64);
+                    .increment(folded as u64);
             }
             Err(e) => {
                 metrics::counter!("tidemark_aggregator_decode_errors_total").increment(1);

@@ -250,8 +250,13 @@ fn read_partition(
         if msg.offset() >= end {
             break;
         }
-        match tidemark_schemas::decode_sample_batch(msg.payload().unwrap_or_default()) {
-            Ok(batch) => state.fold(msg.offset(), &batch, series),
+        let offset = msg.offset();
+        let folded =
+            tidemark_schemas::with_sample_batch(msg.payload().unwrap_or_default(), |batch| {
+                state.fold(offset, batch, series)
+            });
+        match folded {
+            Ok(()) => {}
             Err(e) => {
                 tracing::warn!(partition, offset = msg.offset(), error = %e, "skipping undecodable message");
                 state.skip(msg.offset());

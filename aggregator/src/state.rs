@@ -9,7 +9,7 @@ use tidemark_core::backlog::sample_size;
 use tidemark_core::bucket::hour_start;
 use tidemark_core::series::series_id;
 use tidemark_core::Bucket;
-use tidemark_schemas::SampleBatch;
+use tidemark_schemas::SampleBatchView;
 
 /// What identifies a series, kept once per series.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,7 +170,7 @@ impl PartitionState {
 
     /// Folds the batch at `offset` into the deltas; samples of idempotent chunks are
     /// held until their chunk is known to be new.
-    pub fn fold(&mut self, offset: i64, batch: &SampleBatch, series: &mut SeriesCache) {
+    pub fn fold(&mut self, offset: i64, batch: &SampleBatchView<'_>, series: &mut SeriesCache) {
         let mut chunk_of = vec![None; batch.samples.len()];
         for (c, chunk) in batch.chunks.iter().enumerate() {
             let first = chunk.first.max(0) as usize;
@@ -182,19 +182,19 @@ impl PartitionState {
         let base = self.chunks.len();
         self.chunks
             .extend(batch.chunks.iter().map(|c| PendingChunk {
-                id: c.id.clone(),
+                id: c.id.to_owned(),
                 observations: Vec::new(),
             }));
         for (s, chunk) in batch.samples.iter().zip(chunk_of) {
             let observation = Observation {
-                meta: series.get(&s.service, &s.metric, &s.tags),
+                meta: series.get(s.service, s.metric, &s.tags),
                 value: s.value,
                 count: s.count.max(1) as u64,
                 error: s.error,
                 timestamp: s.timestamp,
             };
             self.samples += observation.count;
-            self.bytes += sample_size(&s.service, &s.metric, &s.tags);
+            self.bytes += sample_size(s.service, s.metric, s.tags.iter().copied());
             match chunk {
                 Some(c) => self.chunks[base + c].observations.push(observation),
                 None => observation.fold_into(&mut self.buckets),
@@ -242,13 +242,9 @@ pub struct SeriesCache {
 const SERIES_CACHE_LIMIT: usize = 1_000_000;
 
 impl SeriesCache {
-    pub fn get(
-        &mut self,
-        service: &str,
-        metric: &str,
-        tags: &std::collections::BTreeMap<String, String>,
-    ) -> Arc<SeriesMeta> {
-        let id = series_id(service, metric, tags);
+    /// The metadata of a series; `tags` sorted by key, each key once.
+    pub fn get(&mut self, service: &str, metric: &str, tags: &[(&str, &str)]) -> Arc<SeriesMeta> {
+        let id = series_id(service, metric, tags.iter().copied());
         if self.by_id.len() >= SERIES_CACHE_LIMIT {
             self.by_id.clear();
         }
@@ -259,7 +255,13 @@ impl SeriesCache {
                     id,
                     service: service.to_owned(),
                     metric: metric.to_owned(),
-                    tags_json: serde_json::to_string(tags).expect("string map serialises"),
+                    tags_json: serde_json::to_string(
+                        &tags
+                            .iter()
+                            .copied()
+                            .collect::<std::collections::BTreeMap<_, _>>(),
+                    )
+                    .expect("string map serialises"),
                 })
             })
             .clone()
@@ -271,7 +273,7 @@ mod tests {
     use super::*;
     use std::collections::BTreeMap;
     use tidemark_core::bucket::HOUR_MS;
-    use tidemark_schemas::WireSample;
+    use tidemark_schemas::{SampleBatch, WireSample};
 
     fn sample(service: &str, value: f64, count: i64, error: bool, ts: i64) -> WireSample {
         WireSample {
@@ -301,12 +303,12 @@ mod tests {
             ],
             chunks: vec![],
         };
-        st.fold(10, &batch, &mut cache);
+        st.fold(10, &batch.view(), &mut cache);
         assert!(st.is_dirty());
         assert_eq!(st.next_offset, 11);
         assert_eq!(st.samples, 5);
         assert_eq!(st.buckets.len(), 3);
-        let a = cache.get("a", "m", &BTreeMap::new()).id;
+        let a = cache.get("a", "m", &[]).id;
         let (_, hour5) = &st.buckets[&(a, 5 * HOUR_MS)];
         assert_eq!(
             (
@@ -352,7 +354,8 @@ mod tests {
                 produced_at: 0,
                 samples: samples(1.0),
                 chunks: vec![chunk("x", 1, 2)],
-            },
+            }
+            .view(),
             &mut cache,
         );
         // A retry of "x", plus a new chunk "y".
@@ -363,10 +366,11 @@ mod tests {
                 produced_at: 0,
                 samples: samples(5.0),
                 chunks: vec![chunk("x", 0, 2), chunk("y", 2, 1)],
-            },
+            }
+            .view(),
             &mut cache,
         );
-        let id = cache.get("a", "m", &BTreeMap::new()).id;
+        let id = cache.get("a", "m", &[]).id;
         assert_eq!(
             st.buckets[&(id, HOUR_MS)].1.count,
             1,
@@ -434,7 +438,7 @@ mod tests {
             samples: vec![sample("a", 1.0, 1, false, HOUR_MS)],
             chunks: vec![],
         };
-        st.fold(5, &batch, &mut cache);
+        st.fold(5, &batch.view(), &mut cache);
         assert_eq!(
             st.on_gap(t0 + GAP_GRACE * 2),
             OnGap::Refetch(6),

@@ -173,11 +173,7 @@ fn parse_tags<'a>(
             ));
         }
     }
-    if !tags.is_sorted_by(|a, b| a.0 < b.0) {
-        tags.reverse();
-        tags.sort_by_key(|t| t.0);
-        tags.dedup_by_key(|t| t.0);
-    }
+    tidemark_schemas::normalize_tags(&mut tags);
     Ok(tags)
 }
 

@@ -23,9 +23,10 @@
 //! bits of a 10-byte varint beyond the 64th are ignored; as apache-avro does,
 //! an int is read as a long (up to 10 bytes) and then checked to fit 32 bits.
 
-use std::collections::BTreeMap;
-
-use crate::{Chunk, SampleBatch, SampleRef, SchemaError, WireSample, HEADER_LEN};
+use crate::{
+    normalize_tags, Chunk, ChunkView, SampleBatch, SampleBatchView, SampleRef, SampleView,
+    SchemaError, WireSample, HEADER_LEN,
+};
 
 /// Maximum length of a varint encoding a 64-bit value.
 const MAX_VARINT_LEN: usize = 10;
@@ -223,9 +224,9 @@ fn write_varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-/// Decodes the Avro binary datum of a [`SampleBatch`]; `datum` must be
-/// exactly one datum (the message after its header).
-pub(crate) fn read_sample_batch(datum: &[u8]) -> Result<SampleBatch, SchemaError> {
+/// Decodes the Avro binary datum of a [`SampleBatch`], borrowing its strings;
+/// `datum` must be exactly one datum (the message after its header).
+pub(crate) fn read_sample_batch(datum: &[u8]) -> Result<SampleBatchView<'_>, SchemaError> {
     let mut reader = Reader {
         rest: datum,
         len: datum.len(),
@@ -249,7 +250,7 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    fn sample_batch(&mut self) -> Result<SampleBatch, SchemaError> {
+    fn sample_batch(&mut self) -> Result<SampleBatchView<'a>, SchemaError> {
         let batch_id = self.string()?;
         let produced_at = self.long()?;
         let mut samples = Vec::new();
@@ -272,7 +273,7 @@ impl<'a> Reader<'a> {
                 chunks.push(self.chunk()?);
             }
         }
-        Ok(SampleBatch {
+        Ok(SampleBatchView {
             batch_id,
             produced_at,
             samples,
@@ -280,32 +281,32 @@ impl<'a> Reader<'a> {
         })
     }
 
-    fn chunk(&mut self) -> Result<Chunk, SchemaError> {
+    fn chunk(&mut self) -> Result<ChunkView<'a>, SchemaError> {
         let id = self.string()?;
         let first = self.int()?;
         let count = self.int()?;
-        Ok(Chunk { id, first, count })
+        Ok(ChunkView { id, first, count })
     }
 
-    fn sample(&mut self) -> Result<WireSample, SchemaError> {
+    fn sample(&mut self) -> Result<SampleView<'a>, SchemaError> {
         let service = self.string()?;
         let metric = self.string()?;
         let value = self.double()?;
         let count = self.long()?;
         let error = self.boolean()?;
         let timestamp = self.long()?;
-        let mut tags = BTreeMap::new();
+        let mut tags = Vec::new();
         while let Some(count) = self.block_count()? {
             // Every entry takes at least 2 bytes: the loop ends with the input.
             for _ in 0..count {
                 let key = self.string()?;
                 let value = self.string()?;
-                // As apache-avro's deserializer does, the last of duplicate
-                // keys wins.
-                tags.insert(key, value);
+                tags.push((key, value));
             }
         }
-        Ok(WireSample {
+        // As apache-avro's deserializer does, the last of duplicate keys wins.
+        normalize_tags(&mut tags);
+        Ok(SampleView {
             service,
             metric,
             value,
@@ -328,7 +329,7 @@ impl<'a> Reader<'a> {
         Ok((count != 0).then_some(count.unsigned_abs()))
     }
 
-    fn string(&mut self) -> Result<String, SchemaError> {
+    fn string(&mut self) -> Result<&'a str, SchemaError> {
         let len = self.long()?;
         let len = usize::try_from(len)
             .map_err(|_| self.error(format_args!("negative string length {len}")))?;
@@ -341,7 +342,7 @@ impl<'a> Reader<'a> {
         let s = std::str::from_utf8(bytes)
             .map_err(|e| self.error(format_args!("string is not UTF-8: {e}")))?;
         self.rest = rest;
-        Ok(s.to_owned())
+        Ok(s)
     }
 
     fn double(&mut self) -> Result<f64, SchemaError> {

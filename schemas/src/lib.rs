@@ -93,6 +93,121 @@ pub struct WireSample {
     pub tags: BTreeMap<String, String>,
 }
 
+/// A [`SampleBatch`] that borrows its strings from the message it was read from
+/// (see [`with_sample_batch`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SampleBatchView<'a> {
+    pub batch_id: &'a str,
+    pub produced_at: i64,
+    pub samples: Vec<SampleView<'a>>,
+    pub chunks: Vec<ChunkView<'a>>,
+}
+
+/// A [`Chunk`], borrowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkView<'a> {
+    pub id: &'a str,
+    pub first: i32,
+    pub count: i32,
+}
+
+/// A [`WireSample`], borrowed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SampleView<'a> {
+    pub service: &'a str,
+    pub metric: &'a str,
+    pub value: f64,
+    pub count: i64,
+    pub error: bool,
+    pub timestamp: i64,
+    /// Sorted by key, each key once, as a map iterates.
+    pub tags: Vec<(&'a str, &'a str)>,
+}
+
+impl SampleBatch {
+    /// The batch, borrowed.
+    pub fn view(&self) -> SampleBatchView<'_> {
+        SampleBatchView {
+            batch_id: &self.batch_id,
+            produced_at: self.produced_at,
+            samples: self
+                .samples
+                .iter()
+                .map(|s| SampleView {
+                    service: &s.service,
+                    metric: &s.metric,
+                    value: s.value,
+                    count: s.count,
+                    error: s.error,
+                    timestamp: s.timestamp,
+                    tags: s
+                        .tags
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), v.as_str()))
+                        .collect(),
+                })
+                .collect(),
+            chunks: self
+                .chunks
+                .iter()
+                .map(|c| ChunkView {
+                    id: &c.id,
+                    first: c.first,
+                    count: c.count,
+                })
+                .collect(),
+        }
+    }
+}
+
+impl SampleBatchView<'_> {
+    /// The batch with its strings copied.
+    pub fn to_batch(&self) -> SampleBatch {
+        SampleBatch {
+            batch_id: self.batch_id.to_owned(),
+            produced_at: self.produced_at,
+            samples: self
+                .samples
+                .iter()
+                .map(|s| WireSample {
+                    service: s.service.to_owned(),
+                    metric: s.metric.to_owned(),
+                    value: s.value,
+                    count: s.count,
+                    error: s.error,
+                    timestamp: s.timestamp,
+                    tags: s
+                        .tags
+                        .iter()
+                        .map(|&(k, v)| (k.to_owned(), v.to_owned()))
+                        .collect(),
+                })
+                .collect(),
+            chunks: self
+                .chunks
+                .iter()
+                .map(|c| Chunk {
+                    id: c.id.to_owned(),
+                    first: c.first,
+                    count: c.count,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Orders tags as a map of them would: sorted by key, and of a key given more than
+/// once only the last value.
+pub fn normalize_tags(tags: &mut Vec<(&str, &str)>) {
+    if tags.is_sorted_by(|a, b| a.0 < b.0) {
+        return;
+    }
+    // A stable sort of the reversed list puts the last value of a key first.
+    tags.reverse();
+    tags.sort_by_key(|t| t.0);
+    tags.dedup_by_key(|t| t.0);
+}
+
 /// A sample's fields, borrowed, for encoding its datum ahead of its batch (see
 /// [`write_sample_datum`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -326,9 +441,21 @@ pub fn encode_sample_batch_of_datums(
 /// apache-avro, with empty `chunks`). The whole of `bytes` must be one
 /// message. Never panics, whatever the bytes.
 pub fn decode_sample_batch(bytes: &[u8]) -> Result<SampleBatch, SchemaError> {
+    with_sample_batch(bytes, |batch| batch.to_batch())
+}
+
+/// Decodes as [`decode_sample_batch`] does and hands `f` the batch borrowed: a
+/// message of the current schema is read without copying its strings.
+pub fn with_sample_batch<R>(
+    bytes: &[u8],
+    f: impl FnOnce(&SampleBatchView<'_>) -> R,
+) -> Result<R, SchemaError> {
     match read_header(bytes)? {
-        (SAMPLES_FINGERPRINT, datum) => codec::read_sample_batch(datum),
-        _ => SAMPLES_DECODER.decode(bytes),
+        (SAMPLES_FINGERPRINT, datum) => Ok(f(&codec::read_sample_batch(datum)?)),
+        _ => {
+            let batch: SampleBatch = SAMPLES_DECODER.decode(bytes)?;
+            Ok(f(&batch.view()))
+        }
     }
 }
 

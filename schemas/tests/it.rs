@@ -10,8 +10,9 @@ use apache_avro::writer::datum::GenericDatumWriter;
 use apache_avro::Schema;
 use serde::{Deserialize, Serialize};
 use tidemark_schemas::{
-    decode_sample_batch, encode_sample_batch, parsing_canonical_form, schema_fingerprint, Chunk,
-    Decoder, SampleBatch, SchemaError, WireSample, SAMPLES_SCHEMA, SAMPLES_SCHEMA_V1,
+    decode_sample_batch, encode_sample_batch, parsing_canonical_form, schema_fingerprint,
+    with_sample_batch, Chunk, Decoder, SampleBatch, SchemaError, WireSample, SAMPLES_SCHEMA,
+    SAMPLES_SCHEMA_V1,
 };
 
 /// Fingerprint of [`SAMPLES_SCHEMA_V1`], carried by the messages of older
@@ -1115,6 +1116,26 @@ fn v1_messages_decode_with_empty_chunks() {
             Err(SchemaError::Decode(_))
         ));
     }
+}
+
+/// The borrowed decode sees what the owned one returns, for messages of both schema
+/// versions.
+#[test]
+fn borrowed_decode_matches_owned() {
+    let mut rng = XorShift(0x2545_F491_4F6C_DD1D);
+    let fixed = [sample_batch(), edge_batch(), empty_batch()];
+    let random = (0..300).map(|_| random_batch(&mut rng, 12));
+    for batch in fixed.into_iter().chain(random) {
+        let v2 = encode_sample_batch(&batch).unwrap();
+        let v1 = encode_with(SAMPLES_SCHEMA_V1, &v1_batch(&batch));
+        for bytes in [v2, v1] {
+            let owned = decode_sample_batch(&bytes).unwrap();
+            let borrowed = with_sample_batch(&bytes, |view| view.to_batch()).unwrap();
+            assert_same(&borrowed, &owned);
+            assert_same(&owned.view().to_batch(), &owned);
+        }
+    }
+    assert!(with_sample_batch(&[0xC3, 0x01], |_| ()).is_err());
 }
 
 fn newer_batch() -> NewerSampleBatch {

@@ -39,7 +39,7 @@ fn owner(fence: Fence, from: i64, to: i64) -> HashMap<i32, PartitionState> {
     let mut series = SeriesCache::default();
     let mut st = PartitionState::new(fence, from);
     for offset in from..to {
-        st.fold(offset, &batch(&[offset as f64]), &mut series);
+        st.fold(offset, &batch(&[offset as f64]).view(), &mut series);
     }
     HashMap::from([(0, st)])
 }
