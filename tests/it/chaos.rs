@@ -216,6 +216,9 @@ async fn settle(
         load.refused.len(),
         recovered.as_secs_f64()
     );
+    if lost > 0 {
+        println!("chaos {name}: {}", where_lost(p, &load.acked).await);
+    }
     assert_eq!(
         (lost, duplicated),
         (0, 0),
@@ -223,6 +226,47 @@ async fn settle(
     );
     assert!(other.is_none(), "{name}: {}", other.unwrap_or_default());
     assert!(expected > 0, "{name}: the load was acknowledged at all");
+}
+
+/// Which stage lost samples: for the first series-hours short in Postgres, how many
+/// samples were acknowledged, are in the samples topic, and are stored.
+async fn where_lost(p: &Pipeline, acked: &Tally) -> String {
+    let stored = crate::support::stored_buckets(&p.pool).await;
+    let brokers = p.brokers.clone();
+    let topic = format!("{}.samples", p.prefix);
+    let batches = tokio::task::spawn_blocking(move || crate::support::read_topic(&brokers, &topic))
+        .await
+        .unwrap();
+    let hour_ms = tidemark_core::bucket::HOUR_MS;
+    let mut in_topic: std::collections::BTreeMap<_, (u64, i32)> = Default::default();
+    for (partition, batch) in &batches {
+        for s in &batch.samples {
+            let key = crate::support::SeriesKey {
+                service: s.service.clone(),
+                metric: s.metric.clone(),
+                tags: s.tags.clone(),
+            };
+            let entry = in_topic
+                .entry((key, s.timestamp - s.timestamp.rem_euclid(hour_ms)))
+                .or_insert((0, *partition));
+            entry.0 += s.count.max(1) as u64;
+        }
+    }
+    let short: Vec<String> = acked
+        .iter()
+        .filter_map(|(key, e)| {
+            let stored = stored.get(key).map_or(0, |s| s.count);
+            (stored < e.count()).then(|| {
+                let (topic, partition) = in_topic.get(key).copied().unwrap_or((0, -1));
+                format!(
+                    "{key:?} (partition {partition}): acknowledged {}, in the topic {topic}, stored {stored}",
+                    e.count()
+                )
+            })
+        })
+        .take(5)
+        .collect();
+    short.join("; ")
 }
 
 async fn wait_for_progress(p: &Pipeline, what: &str) {
