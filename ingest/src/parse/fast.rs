@@ -395,17 +395,8 @@ mod tests {
         ];
         let pick = |rng: &mut StdRng, xs: &[&str]| xs[rng.gen_range(0..xs.len())].to_owned();
         let mut fields: Vec<String> = Vec::new();
-        for name in [
-            "service",
-            "metric",
-            "value",
-            "count",
-            "error",
-            "timestamp",
-            "tags",
-            "other",
-            "value",
-        ] {
+        // Every field, an unknown one, and `value` again (a repeated field).
+        for name in FIELDS.into_iter().chain(["other", "value"]) {
             if rng.gen_bool(0.6) {
                 let value = match name {
                     "service" | "metric" => pick(rng, &strings),
