@@ -237,7 +237,6 @@ async fn where_lost(p: &Pipeline, acked: &Tally) -> String {
     let batches = tokio::task::spawn_blocking(move || crate::support::read_topic(&brokers, &topic))
         .await
         .unwrap();
-    let hour_ms = tidemark_core::bucket::HOUR_MS;
     let mut in_topic: std::collections::BTreeMap<_, (u64, i32)> = Default::default();
     for (partition, batch) in &batches {
         for s in &batch.samples {
@@ -247,7 +246,7 @@ async fn where_lost(p: &Pipeline, acked: &Tally) -> String {
                 tags: s.tags.clone(),
             };
             let entry = in_topic
-                .entry((key, s.timestamp - s.timestamp.rem_euclid(hour_ms)))
+                .entry((key, tidemark_core::bucket::hour_start(s.timestamp)))
                 .or_insert((0, *partition));
             entry.0 += s.count.max(1) as u64;
         }
