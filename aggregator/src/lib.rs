@@ -39,10 +39,12 @@ const REFETCH_PAUSE: Duration = Duration::from_millis(10);
 /// How often applied idempotency chunks older than the retention are forgotten.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(300);
 
-/// Records partitions taken away by a rebalance, for the consume loop to drop.
+/// Records partitions a rebalance took away or handed over, for the consume loop to
+/// drop or resume.
 #[derive(Default)]
 pub struct RebalanceContext {
     revoked: Mutex<Vec<i32>>,
+    assigned: Mutex<Vec<i32>>,
 }
 
 impl ClientContext for RebalanceContext {}
@@ -52,6 +54,13 @@ impl ConsumerContext for RebalanceContext {
         if let Rebalance::Revoke(tpl) = rebalance {
             let mut revoked = self.revoked.lock().expect("revoked lock");
             revoked.extend(tpl.elements().iter().map(|e| e.partition()));
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            let mut assigned = self.assigned.lock().expect("assigned lock");
+            assigned.extend(tpl.elements().iter().map(|e| e.partition()));
         }
     }
 }
@@ -133,11 +142,15 @@ impl Aggregator {
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                _ = tick.tick() => self.flush(&shutdown).await,
+                _ = tick.tick() => {
+                    self.resume_assigned().await;
+                    self.flush(&shutdown).await;
+                }
                 _ = prune.tick() => self.prune_chunks().await,
                 msg = consumer.recv() => match msg {
                     Ok(msg) => {
                         self.drop_revoked();
+                        self.resume_assigned().await;
                         self.consume_with_retry(msg.partition(), msg.offset(), msg.payload().unwrap_or_default(), &shutdown).await;
                         if self.pending_samples() >= MAX_PENDING_SAMPLES {
                             self.flush(&shutdown).await;
@@ -181,6 +194,53 @@ impl Aggregator {
             // Unflushed deltas are dropped: the next owner re-reads them from the stored offset.
             self.states.remove(&p);
         }
+    }
+
+    /// Resumes each newly assigned partition from its stored offset at once, rather than
+    /// on its first message: the consumer starts at Kafka's committed offset, which may
+    /// lie inside a record batch, and tansu then serves nothing until a later batch
+    /// arrives (so acknowledged samples would wait, unapplied, for more traffic). A
+    /// partition that cannot be resumed yet (Postgres or the broker down) is tried again
+    /// on the next tick.
+    async fn resume_assigned(&mut self) {
+        let assigned = std::mem::take(
+            &mut *self
+                .consumer
+                .context()
+                .assigned
+                .lock()
+                .expect("assigned lock"),
+        );
+        let mut retry = Vec::new();
+        for partition in assigned {
+            if let Err(e) = self.resume(partition).await {
+                tracing::warn!(
+                    partition,
+                    error = format!("{e:#}"),
+                    "cannot resume assigned partition yet; retrying"
+                );
+                retry.push(partition);
+            }
+        }
+        if !retry.is_empty() {
+            self.consumer
+                .context()
+                .assigned
+                .lock()
+                .expect("assigned lock")
+                .extend(retry);
+        }
+    }
+
+    /// Loads `partition`'s stored offset and fetches from before any record batch that
+    /// could hold it; offsets already applied are skipped as they arrive.
+    async fn resume(&mut self, partition: i32) -> anyhow::Result<()> {
+        if !self.states.contains_key(&partition) {
+            let st = self.resume_point(partition).await?;
+            self.states.insert(partition, st);
+        }
+        let next = self.states[&partition].next_offset;
+        self.seek_back(partition, next - tidemark_core::kafka::MAX_BATCH_MESSAGES)
     }
 
     async fn consume(&mut self, partition: i32, offset: i64, payload: &[u8]) -> anyhow::Result<()> {
@@ -251,36 +311,40 @@ impl Aggregator {
     async fn refetch(&mut self, partition: i32, seen: i64, from: i64) -> anyhow::Result<()> {
         metrics::counter!("tidemark_aggregator_refetches_total").increment(1);
         tokio::time::sleep(REFETCH_PAUSE).await;
-        let target = self.states[&partition].next_offset;
+        tracing::info!(
+            partition,
+            seen,
+            expected = self.states[&partition].next_offset,
+            from,
+            "fetching again from before the next offset to apply"
+        );
+        self.seek_back(partition, from)
+    }
+
+    /// Makes the consumer fetch `partition` from `from` (at or before its next offset to
+    /// apply), or from the log start if that is later. A next offset below the log start
+    /// means samples expired from Kafka unapplied: logged, and consumed past.
+    fn seek_back(&mut self, partition: i32, from: i64) -> anyhow::Result<()> {
         let low = tokio::task::block_in_place(|| {
             self.consumer
                 .fetch_watermarks(&self.topic, partition, Duration::from_secs(10))
         })?
         .0;
-        if target < low {
+        let st = self.states.get_mut(&partition).expect("present");
+        if st.next_offset < low {
             metrics::counter!("tidemark_aggregator_offset_gaps_total").increment(1);
             tracing::error!(
                 partition,
-                stored = target,
+                stored = st.next_offset,
                 log_start = low,
                 "samples between the stored offset and the log start are gone from Kafka"
             );
-            let st = self.states.get_mut(&partition).expect("present");
             st.next_offset = low;
-            return Ok(());
         }
-        let from = from.max(low);
-        tracing::info!(
-            partition,
-            seen,
-            expected = target,
-            from,
-            "fetching again from before the next offset to apply"
-        );
         self.consumer.seek(
             &self.topic,
             partition,
-            Offset::Offset(from),
+            Offset::Offset(from.max(low)),
             Duration::from_secs(10),
         )?;
         Ok(())
