@@ -15,7 +15,7 @@ use tidemark_core::bucket::{hour_start, HOUR_MS};
 use tidemark_core::sample::format_instant;
 
 use crate::state::{Fence, PartitionState, SeriesCache};
-use crate::store::{upsert_series, write_buckets, Written};
+use crate::store::{upsert_series, write_buckets, OnConflict, Written};
 
 /// What a replay did.
 #[derive(Debug, Default)]
@@ -157,7 +157,7 @@ pub async fn replay(
     upsert_series(&mut tx, &series)
         .await
         .map_err(anyhow::Error::from)?;
-    write_buckets(&mut tx, &rebuilt)
+    write_buckets(&mut tx, &rebuilt, OnConflict::Overwrite)
         .await
         .map_err(anyhow::Error::from)?;
     tx.commit().await.map_err(anyhow::Error::from)?;

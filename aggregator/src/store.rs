@@ -35,6 +35,17 @@ pub struct Written {
     pub bucket: Bucket,
 }
 
+/// Why a flush did not commit; nothing of it was applied, so it can be retried as is.
+#[derive(Debug, thiserror::Error)]
+pub enum FlushError {
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+    /// Bucket rows this flush found absent were created by another flush before it
+    /// could insert them (a series that moved partition); a retry merges into them.
+    #[error("{0} bucket rows were created by another flush meanwhile")]
+    Raced(usize),
+}
+
 /// Outcome of a flush: which partitions committed and which were fenced off.
 #[derive(Debug, Default)]
 pub struct Flushed {
@@ -53,7 +64,7 @@ pub async fn flush(
     topic: &str,
     cluster_id: &str,
     states: &HashMap<i32, PartitionState>,
-) -> sqlx::Result<Flushed> {
+) -> Result<Flushed, FlushError> {
     let mut tx = pool.begin().await?;
     let mut out = Flushed::default();
     for (&partition, st) in states.iter().filter(|(_, st)| st.is_dirty()) {
@@ -94,11 +105,20 @@ pub async fn flush(
                 .merge(delta);
         }
     }
-    out.buckets = merged.into_values().collect();
-    let series: Vec<&SeriesMeta> = out.buckets.iter().map(|w| w.meta.as_ref()).collect();
+    let (existing, new): (Vec<Written>, Vec<Written>) = merged
+        .into_values()
+        .partition(|w| stored.contains_key(&(w.meta.id, w.hour)));
+    let series: Vec<&SeriesMeta> = new.iter().map(|w| w.meta.as_ref()).collect();
     upsert_series(&mut tx, &series).await?;
-    write_buckets(&mut tx, &out.buckets).await?;
+    write_buckets(&mut tx, &existing, OnConflict::Overwrite).await?;
+    // A row absent when locked had nothing to lock: if another flush has created it
+    // since, overwriting it would lose that flush's samples.
+    let inserted = write_buckets(&mut tx, &new, OnConflict::Skip).await?;
+    if inserted < new.len() as u64 {
+        return Err(FlushError::Raced(new.len() - inserted as usize));
+    }
     tx.commit().await?;
+    out.buckets = existing.into_iter().chain(new).collect();
     Ok(out)
 }
 
@@ -223,28 +243,44 @@ async fn lock_stored(
         .collect()
 }
 
-/// Writes full bucket values (already merged with what was stored).
+/// What [`write_buckets`] does with a row that exists already.
+pub(crate) enum OnConflict {
+    /// Replace it: the value written was merged with it under its row lock.
+    Overwrite,
+    /// Leave it.
+    Skip,
+}
+
+/// Writes full bucket values (already merged with what was stored); returns how many
+/// rows were written.
 pub(crate) async fn write_buckets(
     tx: &mut Transaction<'_, Postgres>,
     buckets: &[Written],
-) -> sqlx::Result<()> {
+    on_conflict: OnConflict,
+) -> sqlx::Result<u64> {
     if buckets.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
+    let on_conflict = match on_conflict {
+        OnConflict::Overwrite => {
+            "DO UPDATE SET count = EXCLUDED.count, error_count = EXCLUDED.error_count, \
+             sum = EXCLUDED.sum, min = EXCLUDED.min, max = EXCLUDED.max, last_at = EXCLUDED.last_at, \
+             sketch = EXCLUDED.sketch, updated_at = now()"
+        }
+        OnConflict::Skip => "DO NOTHING",
+    };
     let col = |f: fn(&Bucket) -> i64| buckets.iter().map(|w| f(&w.bucket)).collect::<Vec<i64>>();
     let fcol = |f: fn(&Bucket) -> f64| buckets.iter().map(|w| f(&w.bucket)).collect::<Vec<f64>>();
     let series: Vec<i64> = buckets.iter().map(|w| w.meta.id).collect();
     let hours: Vec<i64> = buckets.iter().map(|w| w.hour).collect();
     let sketches: Vec<Vec<u8>> = buckets.iter().map(|w| w.bucket.sketch.to_bytes()).collect();
-    sqlx::query(
+    let written = sqlx::query(&format!(
         "INSERT INTO buckets (series_id, hour, count, error_count, sum, min, max, last_at, sketch) \
          SELECT s, to_timestamp(h / 1000.0), c, e, su, mi, ma, to_timestamp(l / 1000.0), sk \
          FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::float8[], $6::float8[], $7::float8[], $8::bigint[], $9::bytea[]) \
            AS u(s, h, c, e, su, mi, ma, l, sk) \
-         ON CONFLICT (series_id, hour) DO UPDATE SET count = EXCLUDED.count, error_count = EXCLUDED.error_count, \
-           sum = EXCLUDED.sum, min = EXCLUDED.min, max = EXCLUDED.max, last_at = EXCLUDED.last_at, \
-           sketch = EXCLUDED.sketch, updated_at = now()",
-    )
+         ON CONFLICT (series_id, hour) {on_conflict}",
+    ))
     .bind(&series)
     .bind(&hours)
     .bind(col(|b| b.count as i64))
@@ -256,5 +292,5 @@ pub(crate) async fn write_buckets(
     .bind(&sketches)
     .execute(&mut **tx)
     .await?;
-    Ok(())
+    Ok(written.rows_affected())
 }

@@ -34,14 +34,18 @@ fn batch(values: &[f64]) -> SampleBatch {
     }
 }
 
-/// A partition's deltas after folding messages `from..to`, starting from `fence`.
+/// Partition 0's deltas after folding messages `from..to`, starting from `fence`.
 fn owner(fence: Fence, from: i64, to: i64) -> HashMap<i32, PartitionState> {
+    owner_of(0, fence, from, to)
+}
+
+fn owner_of(partition: i32, fence: Fence, from: i64, to: i64) -> HashMap<i32, PartitionState> {
     let mut series = SeriesCache::default();
     let mut st = PartitionState::new(fence, from);
     for offset in from..to {
         st.fold(offset, &batch(&[offset as f64]).view(), &mut series);
     }
-    HashMap::from([(0, st)])
+    HashMap::from([(partition, st)])
 }
 
 async fn stored(pool: &sqlx::PgPool) -> (i64, i64) {
@@ -137,4 +141,85 @@ async fn flushes_merge_into_stored_buckets() {
         (100, 0.0, 99.0, (0..100).sum::<i64>() as f64)
     );
     assert_eq!(merged.sketch.count(), 100);
+}
+
+/// Two flushes creating the same bucket row: one from another partition (a series that
+/// moved partition) commits it after this one found it absent. Overwriting the row would
+/// lose the other flush's samples; the flush must fail and, retried, merge into it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bucket_row_created_meanwhile_is_merged_not_overwritten() {
+    let (_, pool) = fresh_database().await;
+    let ts = batch(&[0.0]).samples[0].timestamp;
+    let id = tidemark_core::series::series_id("svc", "m", Vec::<(&str, &str)>::new());
+    let mut other = tidemark_core::Bucket::default();
+    for v in [1.0, 2.0, 3.0] {
+        other.add(v, 1, false, ts);
+    }
+    let mut creator = pool.begin().await.unwrap();
+    sqlx::query("INSERT INTO series (id, service, metric, tags) VALUES ($1, 'svc', 'm', '{}')")
+        .bind(id)
+        .execute(&mut *creator)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO buckets (series_id, hour, count, error_count, sum, min, max, last_at, sketch) \
+         VALUES ($1, to_timestamp($2 / 1000.0), $3, 0, $4, $5, $6, to_timestamp($7 / 1000.0), $8)",
+    )
+    .bind(id)
+    .bind(tidemark_core::bucket::hour_start(ts))
+    .bind(other.count as i64)
+    .bind(other.sum)
+    .bind(other.min)
+    .bind(other.max)
+    .bind(other.last_at_ms)
+    .bind(other.sketch.to_bytes())
+    .execute(&mut *creator)
+    .await
+    .unwrap();
+
+    // This flush sees no row (the creator has not committed) and waits on its insert.
+    let mover = owner_of(1, Fence::Absent, 0, 5);
+    let flush = {
+        let pool = pool.clone();
+        tokio::spawn(async move { store::flush(&pool, TOPIC, "c", &mover).await })
+    };
+    wait_for_lock_waiter(&pool).await;
+    creator.commit().await.unwrap();
+    let raced = flush.await.unwrap();
+    assert!(
+        matches!(raced, Err(store::FlushError::Raced(1))),
+        "the flush must not overwrite a row created meanwhile: {raced:?}"
+    );
+
+    let out = store::flush(&pool, TOPIC, "c", &owner_of(1, Fence::Absent, 0, 5))
+        .await
+        .unwrap();
+    assert_eq!(out.committed, vec![1]);
+    let merged = &out.buckets[0].bucket;
+    assert_eq!(
+        (merged.count, merged.min, merged.max, merged.sum),
+        (8, 0.0, 4.0, 6.0 + 10.0)
+    );
+    let stored: i64 = sqlx::query_scalar("SELECT sum(count)::bigint FROM buckets")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 8, "both flushes' samples are stored");
+}
+
+/// Waits until a session of this database waits on a lock.
+async fn wait_for_lock_waiter(pool: &sqlx::PgPool) {
+    for _ in 0..200 {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the flush never waited on the uncommitted row");
 }
