@@ -235,20 +235,23 @@ impl Aggregator {
     /// Loads `partition`'s stored offset and fetches from before any record batch that
     /// could hold it; offsets already applied are skipped as they arrive.
     async fn resume(&mut self, partition: i32) -> anyhow::Result<()> {
-        if !self.states.contains_key(&partition) {
-            let st = self.resume_point(partition).await?;
-            self.states.insert(partition, st);
-        }
+        self.load_state(partition).await?;
         let next = self.states[&partition].next_offset;
         self.seek_back(partition, next - tidemark_core::kafka::MAX_BATCH_MESSAGES)
     }
 
-    async fn consume(&mut self, partition: i32, offset: i64, payload: &[u8]) -> anyhow::Result<()> {
+    /// Loads `partition`'s state from its stored offset unless it is held already.
+    async fn load_state(&mut self, partition: i32) -> anyhow::Result<()> {
         if !self.states.contains_key(&partition) {
             let st = self.resume_point(partition).await?;
             self.states.insert(partition, st);
         }
-        let st = self.states.get_mut(&partition).expect("inserted above");
+        Ok(())
+    }
+
+    async fn consume(&mut self, partition: i32, offset: i64, payload: &[u8]) -> anyhow::Result<()> {
+        self.load_state(partition).await?;
+        let st = self.states.get_mut(&partition).expect("loaded above");
         if offset < st.next_offset {
             return Ok(()); // already applied
         }
