@@ -82,63 +82,66 @@ impl<'a> Cursor<'a> {
         found
     }
 
-    fn array(&mut self) -> Option<Vec<RawSample<'a>>> {
-        self.eat(b'[')?;
-        // A sample takes at least a few dozen bytes; this is room for the usual ones.
-        let mut out = Vec::with_capacity(self.b.len() / 96 + 1);
-        if self.peek()? == b']' {
+    /// `open`, then items separated by commas (each read by `item`), then `close`.
+    fn list(
+        &mut self,
+        open: u8,
+        close: u8,
+        mut item: impl FnMut(&mut Self) -> Option<()>,
+    ) -> Option<()> {
+        self.eat(open)?;
+        if self.peek()? == close {
             self.i += 1;
-            return Some(out);
+            return Some(());
         }
         loop {
-            out.push(self.sample()?);
+            item(self)?;
             match self.peek()? {
                 b',' => self.i += 1,
-                b']' => {
+                b if b == close => {
                     self.i += 1;
-                    return Some(out);
+                    return Some(());
                 }
                 _ => return None,
             }
         }
     }
 
+    fn array(&mut self) -> Option<Vec<RawSample<'a>>> {
+        // A sample takes at least a few dozen bytes; this is room for the usual ones.
+        let mut out = Vec::with_capacity(self.b.len() / 96 + 1);
+        self.list(b'[', b']', |c| {
+            out.push(c.sample()?);
+            Some(())
+        })?;
+        Some(out)
+    }
+
     fn sample(&mut self) -> Option<RawSample<'a>> {
-        self.eat(b'{')?;
         let mut s = RawSample::default();
-        if self.peek()? == b'}' {
-            self.i += 1;
-            return Some(s);
-        }
         let mut seen = 0u8;
-        loop {
-            let key = self.string()?;
+        self.list(b'{', b'}', |c| {
+            let key = c.string()?;
             let field = FIELDS.iter().position(|f| *f == key)?;
             if seen & (1 << field) != 0 {
                 return None;
             }
             seen |= 1 << field;
-            self.eat(b':')?;
-            if !self.literal(b"null") {
+            c.eat(b':')?;
+            if !c.literal(b"null") {
                 match field {
-                    0 => s.service = Some(self.text()?),
-                    1 => s.metric = Some(self.text()?),
-                    2 => s.value = Some(self.float()?),
-                    3 => s.count = Some(self.integer()?),
-                    4 => s.error = Some(self.boolean()?),
-                    5 => s.timestamp = Some(self.timestamp()?),
-                    _ => s.tags = Some(self.tags()?),
+                    0 => s.service = Some(c.text()?),
+                    1 => s.metric = Some(c.text()?),
+                    2 => s.value = Some(c.float()?),
+                    3 => s.count = Some(c.integer()?),
+                    4 => s.error = Some(c.boolean()?),
+                    5 => s.timestamp = Some(c.timestamp()?),
+                    _ => s.tags = Some(c.tags()?),
                 }
             }
-            match self.peek()? {
-                b',' => self.i += 1,
-                b'}' => {
-                    self.i += 1;
-                    return Some(s);
-                }
-                _ => return None,
-            }
-        }
+            Some(())
+        })?;
+        Some(s)
     }
 
     /// A string without escapes or control characters.
@@ -239,25 +242,14 @@ impl<'a> Cursor<'a> {
     }
 
     fn tags(&mut self) -> Option<Tags<'a>> {
-        self.eat(b'{')?;
         let mut tags = Vec::new();
-        if self.peek()? == b'}' {
-            self.i += 1;
-            return Some(Tags(tags));
-        }
-        loop {
-            let key = self.text()?;
-            self.eat(b':')?;
-            tags.push((key, self.text()?));
-            match self.peek()? {
-                b',' => self.i += 1,
-                b'}' => {
-                    self.i += 1;
-                    return Some(Tags(tags));
-                }
-                _ => return None,
-            }
-        }
+        self.list(b'{', b'}', |c| {
+            let key = c.text()?;
+            c.eat(b':')?;
+            tags.push((key, c.text()?));
+            Some(())
+        })?;
+        Some(Tags(tags))
     }
 }
 
