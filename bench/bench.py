@@ -686,6 +686,26 @@ class Tidemark:
         m = re.search(rb"^tidemark_ingest_samples_accepted_total(?:\{[^}]*\})? (\S+)$", body, re.M)
         return int(float(m.group(1))) if m else 0
 
+    def histograms(self):
+        """Ingest's own cumulative histograms: POST /v1/samples request time and broker
+        acknowledgement time, as {name: {le: count}}; None if ingest does not answer."""
+        try:
+            st, body = http("GET", f"http://127.0.0.1:{PORTS['ingest']}/metrics", timeout=5)
+        except Exception:  # noqa: BLE001
+            return None
+        out = {"request": {}, "ack": {}}
+        for line in body.decode().splitlines():
+            m = re.match(r'^(\w+)_bucket\{(.*)\} (\S+)$', line)
+            if not m:
+                continue
+            name, labels, v = m.groups()
+            le = re.search(r'le="([^"]+)"', labels).group(1)
+            if name == "tidemark_http_request_duration_seconds" and 'route="/v1/samples"' in labels:
+                out["request"][le] = out["request"].get(le, 0) + float(v)
+            elif name == "tidemark_ingest_broker_ack_seconds":
+                out["ack"][le] = float(v)
+        return out
+
     def wait_caught_up(self, target, limit):
         t0 = time.time()
         s = self.stored()
@@ -829,6 +849,24 @@ def finish_row(r):
         f"{r.get('acked_total')} -> {'OK' if r.get('verified') else 'MISMATCH'}{note}")
 
 
+SHARE_LIMITS = ("0.01", "0.025", "0.05", "0.25")
+
+
+def shares_within(before, after):
+    """Share of POST /v1/samples requests (as timed inside ingest) and of broker
+    acknowledgements that took at most each of SHARE_LIMITS seconds between two
+    snapshots of ingest's histograms; tells server-side from client-side latency."""
+    if not before or not after:
+        return None
+    out = {}
+    for kind in ("request", "ack"):
+        total = after[kind].get("+Inf", 0) - before[kind].get("+Inf", 0)
+        out[kind] = {le: (after[kind].get(le, 0) - before[kind].get(le, 0)) / total
+                     for le in SHARE_LIMITS} if total else {}
+        out[kind + "_n"] = int(total)
+    return out
+
+
 def bench_tidemark(run_dir, procs, results, run_id, binary, profile=False):
     tm = Tidemark(run_dir, procs, run_id, binary)
     try:
@@ -858,9 +896,11 @@ def bench_tidemark(run_dir, procs, results, run_id, binary, profile=False):
                     if profile:
                         perf["p"] = start_perf(run_dir, tm.p["ingest"].pid, CFG["duration_s"])
 
+                hist0 = tm.histograms()
                 r = run_wrk(run_dir, f"tidemark-{fmt}-{c}", PORTS["ingest"], ph.pool, c, CFG["duration_s"],
                             starts, on_start=on_start)
                 cpu_phase = win.stop()
+                ingest_side = shares_within(hist0, tm.histograms())
                 rss = {role: proc_status(tm.p[role].pid, "VmHWM") for role in ("ingest", "aggregator", "api")}
                 rss["tansu"] = proc_status(tm.p["tansu"].pid, "VmRSS")
                 starts = r["next_index"]
@@ -897,7 +937,7 @@ def bench_tidemark(run_dir, procs, results, run_id, binary, profile=False):
                     fold_rate_during_load=fold_load, fold_rate_overall=fold_overall,
                     health={"n": len(hl), "p50_ms": (pct(hl, 50) or 0) * 1000, "p99_ms": (pct(hl, 99) or 0) * 1000,
                             "max_ms": (max(hl) if hl else 0) * 1000, "errors": sampler.health_errors},
-                    accepted_body_sum_ok=(r["accepted_sum"] == phase_acked),
+                    accepted_body_sum_ok=(r["accepted_sum"] == phase_acked), ingest_side=ingest_side,
                     verified=(stored == tm.acked) if r["unanswered"] == 0 else
                     (tm.acked <= stored <= tm.acked + r["unanswered"] * gen.PER_REQ),
                 )
@@ -907,6 +947,11 @@ def bench_tidemark(run_dir, procs, results, run_id, binary, profile=False):
                     f"max lag {r['max_lag']}, caught up in {r['catchup_s']}s; health view p50 "
                     f"{r['health']['p50_ms']:.1f} ms p99 {r['health']['p99_ms']:.1f} ms (n={r['health']['n']}, "
                     f"errors {r['health']['errors']})")
+                if ingest_side:
+                    log("  ingest's own view (share within 10/25/50/250 ms): requests "
+                        + " / ".join(f"{ingest_side['request'].get(le, 0):.2%}" for le in SHARE_LIMITS)
+                        + "; broker acks "
+                        + " / ".join(f"{ingest_side['ack'].get(le, 0):.2%}" for le in SHARE_LIMITS))
                 results.append(r)
                 ph.done(r)
     finally:
