@@ -58,9 +58,19 @@ pub async fn fresh_database() -> (String, PgPool) {
     (url, pool)
 }
 
+/// A free loopback address for a role to listen on, from ports 20000–32767. Those lie
+/// below the kernel's ephemeral range (32768 and up), which `bind(0)` draws from: a port
+/// found that way can be handed to a test running beside this one before the role binds
+/// it, and the role's readiness probe then reaches the other test's process.
 pub fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
+    use std::hash::BuildHasher;
+    loop {
+        let random = std::collections::hash_map::RandomState::new().hash_one(Instant::now());
+        let port = 20_000 + (random % 12_768) as u16;
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return l.local_addr().unwrap();
+        }
+    }
 }
 
 /// A role running as a child process; killed when dropped.
@@ -212,13 +222,15 @@ impl Pipeline {
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
+            // Exit first: a role that could not bind must not pass for ready because
+            // some other process answers on its address.
+            if let Ok(Some(status)) = process.child.try_wait() {
+                panic!("{role} exited at start with {status}");
+            }
             if let Ok(r) = client.get(format!("http://{addr}/readyz")).send().await {
                 if r.status().is_success() {
                     return process;
                 }
-            }
-            if let Ok(Some(status)) = process.child.try_wait() {
-                panic!("{role} exited at start with {status}");
             }
             assert!(
                 Instant::now() < deadline,
