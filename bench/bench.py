@@ -678,23 +678,30 @@ class Tidemark:
     def stored(self):
         return self.pg.scalar("SELECT COALESCE(sum(count), 0)::bigint FROM buckets")
 
-    def ingest_accepted(self):
+    def ingest_metrics(self):
+        """Ingest's /metrics text, or None if ingest does not answer."""
         try:
             st, body = http("GET", f"http://127.0.0.1:{PORTS['ingest']}/metrics", timeout=5)
         except Exception:  # noqa: BLE001
             return None
-        m = re.search(rb"^tidemark_ingest_samples_accepted_total(?:\{[^}]*\})? (\S+)$", body, re.M)
+        return body.decode()
+
+    def ingest_accepted(self):
+        text = self.ingest_metrics()
+        if text is None:
+            return None
+        m = re.search(r"^tidemark_ingest_samples_accepted_total(?:\{[^}]*\})? (\S+)$", text, re.M)
         return int(float(m.group(1))) if m else 0
 
     def histograms(self):
-        """Ingest's own cumulative histograms: POST /v1/samples request time and broker
-        acknowledgement time, as {name: {le: count}}; None if ingest does not answer."""
-        try:
-            st, body = http("GET", f"http://127.0.0.1:{PORTS['ingest']}/metrics", timeout=5)
-        except Exception:  # noqa: BLE001
+        """Ingest's own cumulative histograms of POST /v1/samples request time and of
+        broker acknowledgement time, as {"request"|"ack": {le: count}}; None if ingest
+        does not answer."""
+        text = self.ingest_metrics()
+        if text is None:
             return None
         out = {"request": {}, "ack": {}}
-        for line in body.decode().splitlines():
+        for line in text.splitlines():
             m = re.match(r'^(\w+)_bucket\{(.*)\} (\S+)$', line)
             if not m:
                 continue
