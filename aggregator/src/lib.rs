@@ -43,8 +43,25 @@ const PRUNE_INTERVAL: Duration = Duration::from_secs(300);
 /// drop or resume.
 #[derive(Default)]
 pub struct RebalanceContext {
-    revoked: Mutex<Vec<i32>>,
-    assigned: Mutex<Vec<i32>>,
+    revoked: PartitionList,
+    assigned: PartitionList,
+}
+
+/// Partitions handed from librdkafka's rebalance callbacks to the consume loop.
+#[derive(Default)]
+struct PartitionList(Mutex<Vec<i32>>);
+
+impl PartitionList {
+    fn add(&self, partitions: impl IntoIterator<Item = i32>) {
+        self.0
+            .lock()
+            .expect("partition list lock")
+            .extend(partitions);
+    }
+
+    fn take(&self) -> Vec<i32> {
+        std::mem::take(&mut *self.0.lock().expect("partition list lock"))
+    }
 }
 
 impl ClientContext for RebalanceContext {}
@@ -52,15 +69,15 @@ impl ClientContext for RebalanceContext {}
 impl ConsumerContext for RebalanceContext {
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
-            let mut revoked = self.revoked.lock().expect("revoked lock");
-            revoked.extend(tpl.elements().iter().map(|e| e.partition()));
+            self.revoked
+                .add(tpl.elements().iter().map(|e| e.partition()));
         }
     }
 
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
-            let mut assigned = self.assigned.lock().expect("assigned lock");
-            assigned.extend(tpl.elements().iter().map(|e| e.partition()));
+            self.assigned
+                .add(tpl.elements().iter().map(|e| e.partition()));
         }
     }
 }
@@ -182,15 +199,7 @@ impl Aggregator {
     }
 
     fn drop_revoked(&mut self) {
-        let revoked = std::mem::take(
-            &mut *self
-                .consumer
-                .context()
-                .revoked
-                .lock()
-                .expect("revoked lock"),
-        );
-        for p in revoked {
+        for p in self.consumer.context().revoked.take() {
             // Unflushed deltas are dropped: the next owner re-reads them from the stored offset.
             self.states.remove(&p);
         }
@@ -203,16 +212,8 @@ impl Aggregator {
     /// partition that cannot be resumed yet (Postgres or the broker down) is tried again
     /// on the next tick.
     async fn resume_assigned(&mut self) {
-        let assigned = std::mem::take(
-            &mut *self
-                .consumer
-                .context()
-                .assigned
-                .lock()
-                .expect("assigned lock"),
-        );
         let mut retry = Vec::new();
-        for partition in assigned {
+        for partition in self.consumer.context().assigned.take() {
             if let Err(e) = self.resume(partition).await {
                 tracing::warn!(
                     partition,
@@ -222,14 +223,7 @@ impl Aggregator {
                 retry.push(partition);
             }
         }
-        if !retry.is_empty() {
-            self.consumer
-                .context()
-                .assigned
-                .lock()
-                .expect("assigned lock")
-                .extend(retry);
-        }
+        self.consumer.context().assigned.add(retry);
     }
 
     /// Loads `partition`'s stored offset and fetches from before any record batch that
