@@ -62,6 +62,13 @@ impl PartitionList {
     fn take(&self) -> Vec<i32> {
         std::mem::take(&mut *self.0.lock().expect("partition list lock"))
     }
+
+    fn remove(&self, partitions: &[i32]) {
+        self.0
+            .lock()
+            .expect("partition list lock")
+            .retain(|p| !partitions.contains(p));
+    }
 }
 
 impl ClientContext for RebalanceContext {}
@@ -69,8 +76,12 @@ impl ClientContext for RebalanceContext {}
 impl ConsumerContext for RebalanceContext {
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
-            self.revoked
-                .add(tpl.elements().iter().map(|e| e.partition()));
+            let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+            // A partition still waiting to be resumed (Postgres was down) is no longer
+            // ours: seeking it would fail for good, and every retry costs the consume
+            // loop a round trip to the broker.
+            self.assigned.remove(&partitions);
+            self.revoked.add(partitions);
         }
     }
 
@@ -449,5 +460,39 @@ impl Aggregator {
                 tracing::debug!(error = %e, "kafka offset commit failed");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::config::ClientConfig;
+
+    fn partitions(ps: &[i32]) -> TopicPartitionList {
+        let mut tpl = TopicPartitionList::new();
+        for &p in ps {
+            tpl.add_partition("samples", p);
+        }
+        tpl
+    }
+
+    #[test]
+    fn a_revoked_partition_is_no_longer_waiting_to_be_resumed() {
+        let consumer: BaseConsumer<RebalanceContext> = ClientConfig::new()
+            .set("group.id", "rebalance-test")
+            .create_with_context(RebalanceContext::default())
+            .unwrap();
+        let ctx = consumer.context();
+        ctx.post_rebalance(&consumer, &Rebalance::Assign(&partitions(&[0, 1, 2])));
+        // The consume loop could not resume 1 and 2 (Postgres down) and keeps them.
+        let assigned = ctx.assigned.take();
+        assert_eq!(assigned, vec![0, 1, 2]);
+        ctx.assigned.add([1, 2]);
+
+        ctx.pre_rebalance(&consumer, &Rebalance::Revoke(&partitions(&[0, 1])));
+        ctx.post_rebalance(&consumer, &Rebalance::Assign(&partitions(&[3])));
+
+        assert_eq!(ctx.revoked.take(), vec![0, 1]);
+        assert_eq!(ctx.assigned.take(), vec![2, 3]);
     }
 }
