@@ -31,8 +31,9 @@ use tokio_util::sync::CancellationToken;
 use crate::hot::{HotBucket, HotWriter};
 use crate::state::{Fence, OnGap, PartitionState, SeriesCache};
 
-/// Flush early when this many samples wait in memory.
-const MAX_PENDING_SAMPLES: u64 = 500_000;
+/// Flush early when this many samples wait in memory: about 3 s (the default flush
+/// interval) at 650k samples/s.
+const MAX_PENDING_SAMPLES: u64 = 2_000_000;
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// How long to wait before fetching again from an offset the consumer jumped past.
 const REFETCH_PAUSE: Duration = Duration::from_millis(10);

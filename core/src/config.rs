@@ -42,7 +42,7 @@ const DEFAULTS: &[(&str, Option<&str>)] = &[
     ("max_sample_age", Some("7d")),
     ("max_sample_future", Some("5m")),
     ("max_series_per_service", Some("1000")),
-    ("flush_interval", Some("1s")),
+    ("flush_interval", Some("3s")),
     ("db_max_connections", Some("10")),
     ("consumer_session_timeout", Some("10s")),
     ("latency_metric", Some("http.server.duration")),
