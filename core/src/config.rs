@@ -34,7 +34,7 @@ const DEFAULTS: &[(&str, Option<&str>)] = &[
     ("metrics_token", None),
     ("status_page_public", Some("false")),
     ("log", Some("info")),
-    ("partitions", Some("6")),
+    ("partitions", Some("1")),
     ("linger", Some("0ms")),
     ("ack_timeout", Some("5s")),
     ("max_body_bytes", Some("1048576")),

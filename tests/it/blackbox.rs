@@ -25,7 +25,8 @@ async fn samples_travel_end_to_end_exactly() {
         ))
         .await;
     }
-    let p = Pipeline::new(&[]).await;
+    // Several partitions (the default is one), so that routing is put to the test.
+    let p = Pipeline::new(&[("TIDEMARK_PARTITIONS", "6")]).await;
     let _ingest = p.start("ingest").await;
     let _aggregator = p.start("aggregator").await;
     let _api = p.start("api").await;

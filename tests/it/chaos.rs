@@ -31,7 +31,10 @@ impl Cluster {
         Self::with(Pipeline::new(extra_env).await).await
     }
 
-    async fn with(p: Pipeline) -> Self {
+    async fn with(mut p: Pipeline) -> Self {
+        // Enough partitions for both aggregators to own some (the default is one).
+        p.env
+            .push(("TIDEMARK_PARTITIONS".to_owned(), "6".to_owned()));
         let mut ingests = Vec::new();
         for _ in 0..2 {
             let addr = free_addr();
