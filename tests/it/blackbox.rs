@@ -81,7 +81,9 @@ async fn samples_travel_end_to_end_exactly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_aggregator_loses_and_duplicates_nothing() {
-    let p = Pipeline::new(&[]).await;
+    // Six partitions: with one, a restarted aggregator once stored nothing for 60 s on
+    // tansu (docs/chaos.md, "Open").
+    let p = Pipeline::new(&[("TIDEMARK_PARTITIONS", "6")]).await;
     let _ingest = p.start("ingest").await;
     let _api = p.start("api").await;
     let mut aggregator = p.start("aggregator").await;
