@@ -9,7 +9,7 @@ use rand::{Rng, SeedableRng};
 use crate::support::{
     assert_api_matches, generate, push, read_topic, stored_count, wait_stored, Pipeline, Tally,
 };
-use crate::support::{get_json, total};
+use crate::support::{get_json, total, SEVERAL_PARTITIONS};
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -25,8 +25,8 @@ async fn samples_travel_end_to_end_exactly() {
         ))
         .await;
     }
-    // Several partitions (the default is one), so that routing is put to the test.
-    let p = Pipeline::new(&[("TIDEMARK_PARTITIONS", "6")]).await;
+    // Several partitions, so that routing is put to the test.
+    let p = Pipeline::new(&[SEVERAL_PARTITIONS]).await;
     let _ingest = p.start("ingest").await;
     let _aggregator = p.start("aggregator").await;
     let _api = p.start("api").await;
@@ -71,7 +71,7 @@ async fn samples_travel_end_to_end_exactly() {
         for s in &batch.samples {
             let id = tidemark_core::series::series_id(&s.service, &s.metric, &s.tags);
             assert_eq!(
-                tidemark_core::series::partition_of(id, 6),
+                tidemark_core::series::partition_of(id, SEVERAL_PARTITIONS.1.parse().unwrap()),
                 *partition,
                 "series routed to its partition"
             );
@@ -81,9 +81,9 @@ async fn samples_travel_end_to_end_exactly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_aggregator_loses_and_duplicates_nothing() {
-    // Six partitions: with one, a restarted aggregator once stored nothing for 60 s on
-    // tansu (docs/chaos.md, "Open").
-    let p = Pipeline::new(&[("TIDEMARK_PARTITIONS", "6")]).await;
+    // Several partitions: with one, a restarted aggregator once stored nothing for 60 s
+    // on tansu (docs/chaos.md, "Open").
+    let p = Pipeline::new(&[SEVERAL_PARTITIONS]).await;
     let _ingest = p.start("ingest").await;
     let _api = p.start("api").await;
     let mut aggregator = p.start("aggregator").await;

@@ -13,10 +13,10 @@ use futures::stream::{self, StreamExt};
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
-use crate::support::total;
 use crate::support::{
     compare_stored, free_addr, generate_requests, merge, stored_count, Pipeline, RoleProcess, Tally,
 };
+use crate::support::{total, SEVERAL_PARTITIONS};
 
 /// The processes of one scenario.
 struct Cluster {
@@ -32,9 +32,9 @@ impl Cluster {
     }
 
     async fn with(mut p: Pipeline) -> Self {
-        // Enough partitions for both aggregators to own some (the default is one).
-        p.env
-            .push(("TIDEMARK_PARTITIONS".to_owned(), "6".to_owned()));
+        // Enough partitions for both aggregators to own some.
+        let (name, value) = SEVERAL_PARTITIONS;
+        p.env.push((name.to_owned(), value.to_owned()));
         let mut ingests = Vec::new();
         for _ in 0..2 {
             let addr = free_addr();

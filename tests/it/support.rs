@@ -110,6 +110,10 @@ impl Drop for RoleProcess {
     }
 }
 
+/// Topics with several partitions, for tests of routing and of aggregators sharing
+/// them (Tidemark's default is one).
+pub const SEVERAL_PARTITIONS: (&str, &str) = ("TIDEMARK_PARTITIONS", "6");
+
 /// Ingest, aggregator and API of one deployment as separate processes on the external
 /// broker, with their own database, topic prefix and ports.
 pub struct Pipeline {
