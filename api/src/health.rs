@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::Json;
 use redis::AsyncCommands;
@@ -16,7 +17,7 @@ use tidemark_core::hot::metric_of;
 use tidemark_core::http::ApiError;
 use tidemark_core::Bucket;
 
-use crate::ApiState;
+use crate::{params, ApiState};
 use tidemark_core::sample::format_instant;
 
 /// No sample for this long makes a service `stale`.
@@ -125,11 +126,27 @@ async fn recent_from_redis(
     hours: [i64; 2],
 ) -> anyhow::Result<Option<Rows>> {
     let ready_key = state.hot_keys.ready();
-    let ready: bool = state
-        .redis
-        .run(|mut c| async move { c.exists(ready_key).await })
-        .await?;
-    if !ready {
+    let (ready, known): (bool, bool) = match service {
+        Some(s) => {
+            let mut pipe = redis::pipe();
+            pipe.exists(ready_key)
+                .sismember(state.hot_keys.services(), s);
+            state
+                .redis
+                .run(|mut c| async move { pipe.query_async(&mut c).await })
+                .await?
+        }
+        None => {
+            let ready = state
+                .redis
+                .run(|mut c| async move { c.exists(ready_key).await })
+                .await?;
+            (ready, true)
+        }
+    };
+    // A service missing from the hot set may still exist (the set is written after
+    // Postgres commits): Postgres, the truth, decides between stale and unknown.
+    if !ready || !known {
         return Ok(None);
     }
     let services: Vec<String> = match service {
@@ -284,11 +301,21 @@ pub async fn list_services(
     Ok(Json(serde_json::json!({ "services": *services })))
 }
 
+/// `GET /v1/health/services/{service}`: `400` for a name no sample could have, `404`
+/// for a service that never sent a sample, and the service's health otherwise (`stale`
+/// when it has sent nothing lately).
 pub async fn one_service(
     State(state): State<ApiState>,
-    Path(service): Path<String>,
+    path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<ServiceHealth>, ApiError> {
-    compute(&state, Some(&service), true)
+    let Path(service) = path.map_err(|_| {
+        ApiError::bad_request(
+            "invalid_path",
+            "service: is not a valid percent-encoded name",
+        )
+    })?;
+    let service = params::service("invalid_path", "service", &service)?;
+    compute(&state, Some(service), true)
         .await?
         .into_iter()
         .next()

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -11,13 +12,26 @@ use sqlx::Row;
 use tidemark_core::bucket::HOUR_MS;
 use tidemark_core::db::{bucket_from_row, BUCKET_COLUMNS};
 use tidemark_core::http::ApiError;
-use tidemark_core::sample::{format_instant, parse_instant};
+use tidemark_core::sample::format_instant;
 use tidemark_core::Bucket;
 
+use crate::params;
 use crate::ApiState;
+use tidemark_core::sample::STORABLE_MS;
 
 const DAY_MS: i64 = 24 * HOUR_MS;
-const MAX_RANGE_MS: i64 = 400 * DAY_MS;
+
+/// The longest range (`to - from`) one request may span: 400 days, so a year with room
+/// to spare, and one series over it (9,600 hours) fits in [`MAX_BUCKET_ROWS`].
+pub const MAX_RANGE_MS: i64 = 400 * DAY_MS;
+const MAX_RANGE_DAYS: i64 = MAX_RANGE_MS / DAY_MS;
+
+/// The most hourly bucket rows one request reads from Postgres (and decodes, sketch and
+/// all). The query asks for one row more (`LIMIT`, unordered so Postgres stops there),
+/// so finding out costs nothing; a request that would read more is refused with `400`,
+/// never truncated silently. `step=1d` does not lower the count: days are merged from
+/// the same hourly rows.
+pub const MAX_BUCKET_ROWS: usize = 10_000;
 
 #[derive(Debug, Deserialize)]
 pub struct SeriesQuery {
@@ -81,74 +95,108 @@ fn required<'a>(value: &'a Option<String>, name: &str) -> Result<&'a str, ApiErr
         .ok_or_else(|| ApiError::bad_request("invalid_query", format!("{name}: is required")))
 }
 
-fn instant(value: &Option<String>, name: &str, default: i64) -> Result<i64, ApiError> {
-    match value.as_deref() {
-        None | Some("") => Ok(default),
-        Some(text) => parse_instant(text)
-            .map_err(|e| ApiError::bad_request("invalid_query", format!("{name}: {e}"))),
-    }
+/// The validated parameters of a series query: nothing here can make SQL fail.
+#[derive(Debug, PartialEq)]
+struct Params<'a> {
+    service: &'a str,
+    metric: &'a str,
+    from: i64,
+    to: i64,
+    step: i64,
+    tags: BTreeMap<String, String>,
 }
 
-fn tag_filter(tags: &Option<String>) -> Result<BTreeMap<String, String>, ApiError> {
-    let mut out = BTreeMap::new();
-    for pair in tags
-        .as_deref()
-        .unwrap_or_default()
-        .split(',')
-        .filter(|p| !p.is_empty())
-    {
-        let (k, v) = pair.split_once('=').ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_query",
-                format!("tags: expected key=value pairs separated by commas, got {pair:?}"),
-            )
-        })?;
-        out.insert(k.to_owned(), v.to_owned());
-    }
-    Ok(out)
-}
-
-pub async fn get_series(
-    State(state): State<ApiState>,
-    Query(q): Query<SeriesQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let service = required(&q.service, "service")?;
-    let metric = required(&q.metric, "metric")?;
-    let now = chrono::Utc::now().timestamp_millis();
-    let to = instant(&q.to, "to", now)?;
-    let from = instant(&q.from, "from", to - DAY_MS)?;
-    if from > to || to - from > MAX_RANGE_MS {
+fn validate(q: &SeriesQuery, now: i64) -> Result<Params<'_>, ApiError> {
+    let service = params::service("invalid_query", "service", required(&q.service, "service")?)?;
+    let metric = params::metric("invalid_query", "metric", required(&q.metric, "metric")?)?;
+    let to = params::instant(
+        q.to.as_deref(),
+        "to",
+        now.clamp(*STORABLE_MS.start(), *STORABLE_MS.end()),
+    )?;
+    let from = params::instant(
+        q.from.as_deref(),
+        "from",
+        (to - DAY_MS).max(*STORABLE_MS.start()),
+    )?;
+    if from > to {
         return Err(ApiError::bad_request(
             "invalid_query",
-            "from: must not be after to, and the range at most 400 days",
+            "from: must not be after to",
+        ));
+    }
+    if to - from > MAX_RANGE_MS {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("from: the range from..to may span at most {MAX_RANGE_DAYS} days"),
         ));
     }
     let step = match q.step.as_deref() {
         None | Some("1h") => HOUR_MS,
         Some("1d") => DAY_MS,
-        Some(other) => {
-            return Err(ApiError::bad_request(
-                "invalid_query",
-                format!("step: {other:?} is not supported; use 1h or 1d"),
-            ))
-        }
+        Some(_) => return Err(ApiError::bad_request("invalid_query", "step: use 1h or 1d")),
     };
-    let tags = tag_filter(&q.tags)?;
+    let tags = params::tags(q.tags.as_deref())?;
+    Ok(Params {
+        service,
+        metric,
+        from,
+        to,
+        step,
+        tags,
+    })
+}
+
+fn instant_of(ms: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_millis(ms).expect("validated instants are representable")
+}
+
+fn too_many_rows() -> ApiError {
+    ApiError::bad_request(
+        "query_too_large",
+        format!(
+            "the query matches more than {MAX_BUCKET_ROWS} hourly buckets, the most one request \
+             reads; narrow it with a shorter range (from/to) or a tags filter (tags=key=value) \
+             that matches fewer series (step=1d merges the same hourly buckets, so it does not \
+             help)"
+        ),
+    )
+}
+
+pub async fn get_series(
+    State(state): State<ApiState>,
+    query: Result<Query<SeriesQuery>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(q) = query
+        .map_err(|e| ApiError::bad_request("invalid_query", format!("query: {}", e.body_text())))?;
+    let now = chrono::Utc::now().timestamp_millis();
+    let Params {
+        service,
+        metric,
+        from,
+        to,
+        step,
+        tags,
+    } = validate(&q, now)?;
     let rows = sqlx::query(&format!(
         "SELECT s.id, s.tags::text, (extract(epoch FROM b.hour) * 1000)::bigint, {BUCKET_COLUMNS} \
          FROM series s JOIN buckets b ON b.series_id = s.id \
          WHERE s.service = $1 AND s.metric = $2 AND s.tags @> $3::jsonb \
-           AND b.hour >= to_timestamp($4 / 1000.0) AND b.hour < to_timestamp($5 / 1000.0) \
-         ORDER BY s.id, b.hour"
+           AND b.hour >= $4 AND b.hour < $5 \
+         LIMIT $6"
     ))
     .bind(service)
     .bind(metric)
     .bind(serde_json::to_string(&tags).expect("string map serialises"))
-    .bind(from.div_euclid(step) * step)
-    .bind(to)
+    .bind(instant_of(from.div_euclid(step) * step))
+    .bind(instant_of(to))
+    .bind(MAX_BUCKET_ROWS as i64 + 1)
     .fetch_all(&state.pool)
     .await
     .map_err(anyhow::Error::from)?;
+    if rows.len() > MAX_BUCKET_ROWS {
+        return Err(too_many_rows());
+    }
 
     let mut by_series: Vec<(i64, String, BTreeMap<i64, Bucket>)> = Vec::new();
     let mut index: HashMap<i64, usize> = HashMap::new();
@@ -162,6 +210,9 @@ pub async fn get_series(
         let bucket = bucket_from_row(r, 3).map_err(anyhow::Error::from)?;
         by_series[slot].2.entry(start).or_default().merge(&bucket);
     }
+    // Ordered here rather than in SQL, so that Postgres can stop at the limit instead of
+    // sorting every matching row first (hours are ordered by each series' map).
+    by_series.sort_unstable_by_key(|(id, ..)| *id);
     let series: Vec<SeriesView> = by_series
         .into_iter()
         .map(|(_, tags, buckets)| SeriesView {
@@ -186,13 +237,150 @@ pub async fn get_series(
 mod tests {
     use super::*;
 
+    fn query(pairs: &[(&str, &str)]) -> SeriesQuery {
+        let get = |k: &str| {
+            pairs
+                .iter()
+                .find(|(name, _)| *name == k)
+                .map(|(_, v)| (*v).to_owned())
+        };
+        SeriesQuery {
+            service: get("service"),
+            metric: get("metric"),
+            from: get("from"),
+            to: get("to"),
+            tags: get("tags"),
+            step: get("step"),
+        }
+    }
+
+    const NOW: i64 = 1_790_000_000_000;
+
+    /// The message of the 400 that `pairs` (added to a valid query) get.
+    fn refusal(pairs: &[(&str, &str)]) -> String {
+        let mut all = vec![("service", "checkout"), ("metric", "http.server.duration")];
+        all.extend_from_slice(pairs);
+        let mut unique: Vec<(&str, &str)> = Vec::new();
+        for (k, v) in all.into_iter().rev() {
+            if !unique.iter().any(|(seen, _)| *seen == k) {
+                unique.push((k, v));
+            }
+        }
+        match validate(&query(&unique), NOW) {
+            Err(ApiError::BadRequest { code, message }) => {
+                assert_eq!(code, "invalid_query");
+                message
+            }
+            other => panic!("{pairs:?}: expected a 400, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_cover_the_last_day() {
+        let q = query(&[("service", "checkout"), ("metric", "m:x")]);
+        let p = validate(&q, NOW).unwrap();
+        assert_eq!((p.from, p.to, p.step), (NOW - DAY_MS, NOW, HOUR_MS));
+        // A `to` near the epoch does not push the default `from` before it.
+        let q = query(&[("service", "a"), ("metric", "m"), ("to", "1000")]);
+        assert_eq!(validate(&q, NOW).unwrap().from, 0);
+    }
+
+    #[test]
+    fn instants_outside_what_the_stores_hold_name_their_parameter() {
+        // Issue 14: these answered 500 (overflow, Postgres "timestamp out of range").
+        let min = i64::MIN.to_string();
+        let max = i64::MAX.to_string();
+        for (k, v) in [("from", min.as_str()), ("to", max.as_str()), ("from", "-1")] {
+            let m = refusal(&[(k, v)]);
+            assert!(m.starts_with(&format!("{k}: must be between")), "{m}");
+        }
+        let m = refusal(&[("from", &min), ("to", &max)]);
+        assert!(m.starts_with("to: "), "{m}");
+        let m = refusal(&[("to", &(STORABLE_MS.end() + 1).to_string())]);
+        assert!(m.contains("9999-12-31T23:59:59.999Z"), "{m}");
+        assert!(refusal(&[("to", "tomorrow")]).starts_with("to: "));
+        let edge = query(&[
+            ("service", "a"),
+            ("metric", "m"),
+            ("from", "9999-12-01T00:00:00Z"),
+            ("to", "9999-12-31T23:59:59.999Z"),
+            ("step", "1d"),
+        ]);
+        assert_eq!(validate(&edge, NOW).unwrap().to, *STORABLE_MS.end());
+    }
+
+    #[test]
+    fn the_range_is_bounded() {
+        let to = NOW.to_string();
+        let at_max = (NOW - MAX_RANGE_MS).to_string();
+        let past_max = (NOW - MAX_RANGE_MS - 1).to_string();
+        let q = query(&[
+            ("service", "a"),
+            ("metric", "m"),
+            ("from", &at_max),
+            ("to", &to),
+        ]);
+        assert!(validate(&q, NOW).is_ok());
+        let m = refusal(&[("from", &past_max), ("to", &to)]);
+        assert!(m.contains("at most 400 days"), "{m}");
+        let m = refusal(&[("from", &to), ("to", &at_max)]);
+        assert_eq!(m, "from: must not be after to");
+        assert!(refusal(&[("step", "5m")]).starts_with("step: "));
+    }
+
+    #[test]
+    fn names_follow_the_sample_rules() {
+        let long = "x".repeat(129);
+        for (k, v) in [
+            ("service", "\0"),
+            ("service", "a b"),
+            ("service", "a:b"),
+            ("service", long.as_str()),
+            ("metric", "a\0"),
+            ("metric", "a/b"),
+            ("metric", "café"),
+        ] {
+            let m = refusal(&[(k, v)]);
+            assert!(
+                m.starts_with(&format!("{k}: must be 1-128 characters"))
+                    || m.starts_with(&format!("{k}: may contain only [A-Za-z0-9._")),
+                "{m}"
+            );
+            assert!(!m.contains('\0'));
+        }
+        assert_eq!(refusal(&[("service", "")]), "service: is required");
+        let ok = query(&[("service", &"s".repeat(128)), ("metric", "a.b:c_d-1")]);
+        assert!(validate(&ok, NOW).is_ok());
+    }
+
     #[test]
     fn tag_filters_parse_and_reject_garbage() {
-        let t = tag_filter(&Some("region=eu,host=a".into())).unwrap();
+        let q = query(&[
+            ("service", "a"),
+            ("metric", "m"),
+            ("tags", "region=eu,host=a"),
+        ]);
+        let t = validate(&q, NOW).unwrap().tags;
         assert_eq!(t.get("region").map(String::as_str), Some("eu"));
         assert_eq!(t.len(), 2);
-        assert!(tag_filter(&Some("region".into())).is_err());
-        assert!(tag_filter(&None).unwrap().is_empty());
+        let long_value = format!("k={}", "é".repeat(257));
+        let many: Vec<String> = (0..17).map(|i| format!("k{i}=v")).collect();
+        let many = many.join(",");
+        for tags in ["region", "k=a\0b", "bad key=v", "=v", &long_value, &many] {
+            let m = refusal(&[("tags", tags)]);
+            assert!(m.starts_with("tags: "), "{tags:?}: {m}");
+        }
+        let wide = format!("k={}", "é".repeat(256));
+        let q = query(&[("service", "a"), ("metric", "m"), ("tags", &wide)]);
+        assert!(validate(&q, NOW).is_ok());
+    }
+
+    #[test]
+    fn the_row_cap_message_says_the_cap_and_how_to_narrow() {
+        let m = too_many_rows().to_string();
+        for part in ["10000", "shorter range", "tags"] {
+            assert!(m.contains(part), "{m}");
+        }
     }
 
     #[test]

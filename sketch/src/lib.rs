@@ -22,6 +22,12 @@ pub const RELATIVE_ACCURACY: f64 = 0.01;
 /// Largest magnitude counted in the zero bin (reported as exactly `0.0`).
 pub const MIN_INDEXABLE: f64 = 1e-9;
 
+/// The largest total count a sketch reports: `i64::MAX`, what a signed 64-bit column
+/// (Postgres `bigint`) holds, so a sketch's count always equals the count stored beside
+/// it. Totals saturate here; bins saturate at `u64::MAX`. Once saturated, proportions
+/// between bins are no longer exact, so quantiles are only roughly placed.
+pub const MAX_COUNT: u64 = i64::MAX as u64;
+
 /// Ratio between consecutive bin boundaries.
 const GAMMA: f64 = (1.0 + RELATIVE_ACCURACY) / (1.0 - RELATIVE_ACCURACY);
 
@@ -44,7 +50,7 @@ impl Sketch {
     /// Adds `value` observed `count` times.
     ///
     /// `value` should be finite; NaN and infinities are ignored, as is
-    /// `count == 0`. Counts saturate at `u64::MAX`.
+    /// `count == 0`. The total saturates at [`MAX_COUNT`], bins at `u64::MAX`.
     pub fn add(&mut self, value: f64, count: u64) {
         if !value.is_finite() || count == 0 {
             return;
@@ -56,18 +62,19 @@ impl Sketch {
         } else {
             self.zero = self.zero.saturating_add(count);
         }
-        self.count = self.count.saturating_add(count);
+        self.count = self.count.saturating_add(count).min(MAX_COUNT);
     }
 
-    /// Adds all observations of `other` into `self`.
+    /// Adds all observations of `other` into `self` (the total saturating at
+    /// [`MAX_COUNT`]).
     pub fn merge(&mut self, other: &Sketch) {
         self.positive.merge(&other.positive);
         self.negative.merge(&other.negative);
         self.zero = self.zero.saturating_add(other.zero);
-        self.count = self.count.saturating_add(other.count);
+        self.count = self.count.saturating_add(other.count).min(MAX_COUNT);
     }
 
-    /// Total weight of all added observations.
+    /// Total weight of all added observations, at most [`MAX_COUNT`].
     pub fn count(&self) -> u64 {
         self.count
     }
@@ -128,7 +135,8 @@ impl Sketch {
         let count = positive
             .total()
             .saturating_add(negative.total())
-            .saturating_add(zero);
+            .saturating_add(zero)
+            .min(MAX_COUNT);
         Self {
             positive,
             negative,

@@ -277,11 +277,26 @@ fn counts_saturate_instead_of_overflowing() {
     sketch.add(1.0, u64::MAX);
     sketch.add(-1.0, u64::MAX);
     sketch.add(0.0, u64::MAX);
+    assert_eq!(sketch.count(), MAX_COUNT);
     let mut merged = sketch.clone();
     merged.merge(&sketch);
-    assert_eq!(merged.count(), u64::MAX);
+    assert_eq!(merged.count(), MAX_COUNT);
     assert!(merged.quantile(1.0).is_some());
     assert_eq!(Sketch::from_bytes(&merged.to_bytes()), Ok(merged));
+    // The total saturates at what a signed 64-bit column holds, added or merged.
+    let mut big = Sketch::new();
+    for _ in 0..3 {
+        big.add(2.0, i64::MAX as u64);
+    }
+    assert_eq!(big.count(), MAX_COUNT);
+    let mut two = Sketch::new();
+    two.add(2.0, MAX_COUNT);
+    two.merge(&two.clone());
+    assert_eq!(two.count(), MAX_COUNT);
+    assert_eq!(
+        Sketch::from_bytes(&two.to_bytes()).unwrap().count(),
+        MAX_COUNT
+    );
 }
 
 #[test]
