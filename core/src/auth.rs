@@ -1,8 +1,16 @@
 //! API keys: bearer tokens with a role, stored only as SHA-256 hashes. Tokens carry 128
 //! random bits, so a fast hash suffices (no password stretching needed).
+//!
+//! Lookups are cached (known keys for [`KNOWN_TTL`], unknown tokens for [`UNKNOWN_TTL`],
+//! so a key created after its token was tried works within that long), and a client
+//! address presenting many unknown tokens is refused for a while without a lookup
+//! ([`limit`]).
+
+pub mod limit;
 
 use std::collections::HashMap;
 use std::fmt;
+use std::net::IpAddr;
 use std::str::FromStr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -75,56 +83,183 @@ pub async fn key_count(pool: &PgPool) -> anyhow::Result<i64> {
         .await?)
 }
 
-/// Resolves tokens to roles, remembering answers (found or not) for a short while so a
-/// busy ingest does not query Postgres per request.
+/// Whether `given` equals `expected`, in time that depends on neither (both are hashed
+/// first, and the digests compared in constant time): for secrets compared in clear,
+/// such as `TIDEMARK_METRICS_TOKEN`.
+pub fn same_token(given: &str, expected: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    Sha256::digest(given.as_bytes())
+        .ct_eq(&Sha256::digest(expected.as_bytes()))
+        .into()
+}
+
+/// How long an unknown token is remembered as unknown: a key created meanwhile works
+/// after at most this long.
+pub const UNKNOWN_TTL: Duration = Duration::from_secs(5);
+
+/// How long a known token's role is remembered.
+pub const KNOWN_TTL: Duration = Duration::from_secs(30);
+
+/// Entries of each cache (known keys, unknown tokens).
+const CACHE_LIMIT: usize = 10_000;
+
+/// The outcome of [`KeyStore::authenticate`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    /// A known key with this role.
+    Known(Role),
+    /// No such key.
+    Unknown,
+    /// The client presented too many unknown keys lately; it may try again after this
+    /// long. Nothing was looked up.
+    Limited { retry_after: Duration, limit: u32 },
+}
+
+/// Resolves tokens to roles, remembering answers for a while so a busy ingest does not
+/// query Postgres per request: a known key for [`KNOWN_TTL`], an unknown token for
+/// [`UNKNOWN_TTL`] (at most 10,000 of each, so a flood of unknown tokens cannot evict
+/// known keys). A client address that presents too many unknown tokens is refused for a
+/// while without a lookup ([`limit`]).
 pub struct KeyStore {
     pool: PgPool,
     ttl: Duration,
-    cache: Mutex<HashMap<Vec<u8>, CachedRole>>,
+    unknown_ttl: Duration,
+    known: Mutex<HashMap<Digest32, (Role, Instant)>>,
+    unknown: Mutex<HashMap<Digest32, Instant>>,
+    failures: limit::FailureLimiter,
 }
 
-const CACHE_LIMIT: usize = 10_000;
+type Digest32 = [u8; 32];
 
-/// A lookup answer (a role, or unknown) and when it was made.
-type CachedRole = (Option<Role>, Instant);
+fn digest(token: &str) -> Digest32 {
+    Sha256::digest(token.as_bytes()).into()
+}
 
 impl KeyStore {
     pub fn new(pool: PgPool) -> Self {
         Self {
             pool,
-            ttl: Duration::from_secs(30),
-            cache: Mutex::new(HashMap::new()),
+            ttl: KNOWN_TTL,
+            unknown_ttl: UNKNOWN_TTL,
+            known: Mutex::new(HashMap::new()),
+            unknown: Mutex::new(HashMap::new()),
+            failures: limit::FailureLimiter::default(),
         }
+    }
+
+    /// Remembers unknown tokens for `ttl` instead of [`UNKNOWN_TTL`].
+    pub fn with_unknown_ttl(mut self, ttl: Duration) -> Self {
+        self.unknown_ttl = ttl;
+        self
+    }
+
+    /// Allows `max_failures` unknown tokens per client address per `window` instead of
+    /// [`limit::MAX_FAILURES`] per [`limit::WINDOW`].
+    pub fn with_failure_limit(mut self, max_failures: u32, window: Duration) -> Self {
+        self.failures = limit::FailureLimiter::new(max_failures, window);
+        self
     }
 
     /// The role of `token`, `None` if unknown.
     pub async fn role_of(&self, token: &str) -> anyhow::Result<Option<Role>> {
-        let key = hash(token);
-        let cached = self.cache.lock().expect("cache lock").get(&key).copied();
-        if let Some((role, at)) = cached {
-            if at.elapsed() < self.ttl {
-                return Ok(role);
+        self.lookup(digest(token)).await
+    }
+
+    /// The role of `token` presented by `client` (its address, when known): a client
+    /// over its limit of unknown tokens gets [`Auth::Limited`] unless the token is a
+    /// known key remembered already; an unknown token counts against its client.
+    pub async fn authenticate(&self, token: &str, client: Option<IpAddr>) -> anyhow::Result<Auth> {
+        let key = digest(token);
+        if let Some(role) = self.cached_known(&key) {
+            return Ok(Auth::Known(role));
+        }
+        let now = Instant::now();
+        if let Some(client) = client {
+            if let Some(retry_after) = self.failures.blocked(client, now) {
+                metrics::counter!("tidemark_auth_limited_total").increment(1);
+                return Ok(Auth::Limited {
+                    retry_after,
+                    limit: self.failures.max_failures(),
+                });
             }
+        }
+        Ok(match self.lookup(key).await? {
+            Some(role) => Auth::Known(role),
+            None => {
+                metrics::counter!("tidemark_auth_unknown_keys_total").increment(1);
+                if let Some(client) = client {
+                    self.failures.record_failure(client, now);
+                }
+                Auth::Unknown
+            }
+        })
+    }
+
+    fn cached_known(&self, key: &Digest32) -> Option<Role> {
+        let known = self.known.lock().expect("cache lock");
+        known
+            .get(key)
+            .filter(|(_, at)| at.elapsed() < self.ttl)
+            .map(|(role, _)| *role)
+    }
+
+    async fn lookup(&self, key: Digest32) -> anyhow::Result<Option<Role>> {
+        if let Some(role) = self.cached_known(&key) {
+            return Ok(Some(role));
+        }
+        let unknown_since = self.unknown.lock().expect("cache lock").get(&key).copied();
+        if unknown_since.is_some_and(|at| at.elapsed() < self.unknown_ttl) {
+            return Ok(None);
         }
         let looked_up =
             sqlx::query_scalar::<_, String>("SELECT role FROM api_keys WHERE token_hash = $1")
-                .bind(&key)
+                .bind(&key[..])
                 .fetch_optional(&self.pool)
                 .await;
-        let role = match (looked_up, cached) {
-            (Ok(role), _) => role.and_then(|r| r.parse().ok()),
-            // Postgres is down: a key known before keeps its last known answer.
-            (Err(e), Some((role, _))) => {
-                tracing::warn!(error = %e, "API key lookup failed; using the last known answer");
-                return Ok(role);
+        let role = match looked_up {
+            Ok(role) => role.and_then(|r| r.parse().ok()),
+            Err(e) => {
+                // Postgres is down: a token looked up before keeps its last known answer.
+                let last = self
+                    .known
+                    .lock()
+                    .expect("cache lock")
+                    .get(&key)
+                    .map(|k| k.0);
+                if last.is_some() || unknown_since.is_some() {
+                    tracing::warn!(error = %e, "API key lookup failed; using the last known answer");
+                    return Ok(last);
+                }
+                return Err(e.into());
             }
-            (Err(e), None) => return Err(e.into()),
         };
-        let mut cache = self.cache.lock().expect("cache lock");
-        if cache.len() >= CACHE_LIMIT {
-            cache.clear();
+        let now = Instant::now();
+        match role {
+            Some(role) => {
+                let mut known = self.known.lock().expect("cache lock");
+                if known.len() >= CACHE_LIMIT && !known.contains_key(&key) {
+                    let ttl = self.ttl;
+                    known.retain(|_, (_, at)| now.saturating_duration_since(*at) < ttl);
+                    if known.len() >= CACHE_LIMIT {
+                        known.clear();
+                    }
+                }
+                known.insert(key, (role, now));
+                drop(known);
+                self.unknown.lock().expect("cache lock").remove(&key);
+            }
+            None => {
+                let mut unknown = self.unknown.lock().expect("cache lock");
+                if unknown.len() >= CACHE_LIMIT && !unknown.contains_key(&key) {
+                    let ttl = self.unknown_ttl;
+                    unknown.retain(|_, at| now.saturating_duration_since(*at) < ttl);
+                    if unknown.len() >= CACHE_LIMIT {
+                        unknown.clear();
+                    }
+                }
+                unknown.insert(key, now);
+            }
         }
-        cache.insert(key, (role, Instant::now()));
         Ok(role)
     }
 }
@@ -132,6 +267,83 @@ impl KeyStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn same_token_compares_whole_tokens() {
+        assert!(same_token("s3cret", "s3cret"));
+        assert!(!same_token("s3cret", "s3cre"));
+        assert!(!same_token("s3cret!", "s3cret"));
+        assert!(!same_token("", "s3cret"));
+        assert!(!same_token("S3cret", "s3cret"));
+    }
+
+    /// A token tried before its key existed is refused for at most the unknown TTL, and
+    /// answered from the cache meanwhile.
+    #[tokio::test]
+    async fn unknown_tokens_are_remembered_briefly() {
+        let pool = crate::db::fresh_test_database().await.1;
+        let ttl = Duration::from_millis(300);
+        let store = KeyStore::new(pool.clone()).with_unknown_ttl(ttl);
+        let token = "tm_created_later";
+        assert_eq!(store.role_of(token).await.unwrap(), None);
+        sqlx::query("INSERT INTO api_keys (name, role, token_hash) VALUES ('later', 'read', $1)")
+            .bind(hash(token))
+            .execute(&pool)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.role_of(token).await.unwrap(),
+            None,
+            "answered from the negative cache"
+        );
+        tokio::time::sleep(ttl + Duration::from_millis(50)).await;
+        assert_eq!(store.role_of(token).await.unwrap(), Some(Role::Read));
+    }
+
+    /// Past the limit of unknown tokens, a client is refused without a lookup (the pool
+    /// is closed, so a lookup would fail), while a remembered key still works and other
+    /// clients are still looked up.
+    #[tokio::test]
+    async fn a_flood_of_unknown_tokens_is_refused_without_lookups() {
+        let pool = crate::db::fresh_test_database().await.1;
+        let valid = create_key(&pool, Role::Ingest, "valid").await.unwrap();
+        let store = KeyStore::new(pool.clone()).with_failure_limit(3, Duration::from_secs(10));
+        let client: IpAddr = "192.0.2.7".parse().unwrap();
+        assert_eq!(
+            store.authenticate(&valid, Some(client)).await.unwrap(),
+            Auth::Known(Role::Ingest)
+        );
+        for i in 0..3 {
+            let outcome = store
+                .authenticate(&format!("tm_bad{i}"), Some(client))
+                .await;
+            assert_eq!(outcome.unwrap(), Auth::Unknown, "attempt {i}");
+        }
+        pool.close().await;
+        match store
+            .authenticate("tm_bad_next", Some(client))
+            .await
+            .unwrap()
+        {
+            Auth::Limited { retry_after, limit } => {
+                assert_eq!(limit, 3);
+                assert!(retry_after <= Duration::from_secs(10) && !retry_after.is_zero());
+            }
+            other => panic!("expected Limited, got {other:?}"),
+        }
+        assert_eq!(
+            store.authenticate(&valid, Some(client)).await.unwrap(),
+            Auth::Known(Role::Ingest)
+        );
+        let other: IpAddr = "192.0.2.8".parse().unwrap();
+        assert!(
+            store
+                .authenticate("tm_bad_next", Some(other))
+                .await
+                .is_err(),
+            "another client is looked up (and the closed pool fails)"
+        );
+    }
 
     #[test]
     fn admin_grants_everything_others_only_themselves() {

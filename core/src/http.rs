@@ -1,6 +1,25 @@
 //! HTTP plumbing shared by every role: the one place errors become responses, request
-//! ids, security headers, per-route metrics, bearer-key auth, the ops routes (`/metrics`,
-//! `/livez`, `/readyz`) and serving with graceful shutdown.
+//! ids, security headers, per-route metrics, bearer-key auth and the ops routes
+//! (`/metrics`, `/livez`, `/readyz`). Listening and serving are in [`crate::serve`].
+//!
+//! Every error answer carries SPEC's body `{"error": {"code": "...", "message": "..."}}`:
+//!
+//! - handlers return [`ApiError`], whose `into_response` is the only place that body is
+//!   made;
+//! - everything else that answers an error without that body (axum's 404 for an unknown
+//!   path, its 405 for a method a route does not take, the timeout's 408, an extractor's
+//!   plain-text rejection such as a bad query string, a repeated query parameter, bad
+//!   UTF-8 in a path parameter or a JSON body that does not decode) is rewritten by one
+//!   middleware of [`with_common_layers`] into an [`ApiError::Status`] with the same
+//!   status and headers. Routes added later are covered without doing anything; a
+//!   handler may still take `Result<Query<T>, QueryRejection>` to word its own 400.
+//!
+//! Error messages quote client input only through [`quote`] (at most [`QUOTE_CHARS`]
+//! characters, then `…`); [`quote_within`] applies it to the quoted parts of serde's
+//! messages, and `into_response` cuts any message at [`MAX_MESSAGE_CHARS`] as a last
+//! resort. Each request runs in a `request` tracing span with its `x-request-id`, so
+//! what is logged while serving it (such as an internal error) names the id the client
+//! was given.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,13 +34,11 @@ use axum::routing::get;
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 
-use crate::auth::{KeyStore, Role};
+use crate::auth::{Auth, KeyStore, Role};
 use crate::config::Secret;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -33,7 +50,7 @@ pub enum ApiError {
     BadRequest { code: &'static str, message: String },
     #[error("request body larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
-    #[error("unsupported content encoding {0:?}: use gzip, zstd or none")]
+    #[error("unsupported content encoding {:?}: use gzip, zstd or none", quote(.0))]
     UnsupportedEncoding(String),
     #[error("missing or unknown API key")]
     Unauthorized,
@@ -46,8 +63,171 @@ pub enum ApiError {
         message: String,
         retry_after_secs: u64,
     },
+    /// A client over a rate limit (such as [`crate::auth::limit`]): `429` with
+    /// `Retry-After` and `RateLimit-*` headers.
+    #[error("{message}")]
+    TooManyRequests {
+        message: String,
+        limit: u32,
+        retry_after_secs: u64,
+    },
+    /// A request with more samples than ingest may ever hold awaiting the broker.
+    #[error(
+        "a request may hold at most {limit} samples (TIDEMARK_MAX_INFLIGHT_SAMPLES); \
+         split it into smaller requests"
+    )]
+    TooManySamples { limit: usize },
+    /// An answer whose status says what went wrong, made from a response that had no
+    /// SPEC error body: an unknown path (404), a method the route does not take (405),
+    /// the request timeout (408), an extractor's rejection.
+    #[error("{message}")]
+    Status { status: StatusCode, message: String },
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
+}
+
+/// How many characters of client input an error message quotes.
+pub const QUOTE_CHARS: usize = 64;
+
+/// The most characters an error message may have; longer ones are cut (a last resort:
+/// messages quote client input through [`quote`]).
+pub const MAX_MESSAGE_CHARS: usize = 2048;
+
+/// Client input as an error message may quote it: whole if it has at most
+/// [`QUOTE_CHARS`] characters, else its first [`QUOTE_CHARS`] characters and `…`.
+pub fn quote(input: &str) -> String {
+    cut(input, QUOTE_CHARS)
+}
+
+/// `text` cut after `max` characters (on a character boundary), marked with `…`.
+fn cut(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        None => text.to_owned(),
+        Some((end, _)) => format!("{}…", &text[..end]),
+    }
+}
+
+/// A serde (serde_json, serde_urlencoded, ...) error message, or an axum rejection
+/// quoting one, with the client input it quotes shortened by [`quote`]: the name in
+/// "unknown field `…`" or "unknown variant `…`", every double-quoted (Debug-escaped)
+/// string, as in "invalid type: string \"…\"", and any other run of more than
+/// [`QUOTE_CHARS`] characters without a space. The position serde_json appends ("at line
+/// 1 column 9") is kept. The result has at most about 600 characters.
+pub fn quote_within(message: &str) -> String {
+    const MAX_REST: usize = 512;
+    let (core, position) = split_position(message);
+    let named = ["unknown field `", "unknown variant `"]
+        .into_iter()
+        .filter_map(|marker| core.find(marker).map(|at| (at, at + marker.len())))
+        .min();
+    // The name ends where serde's list of what it expected begins, which names only
+    // the type's own fields or variants.
+    let name_end = named.and_then(|(_, start)| {
+        ["`, expected", "`, there are no"]
+            .into_iter()
+            .filter_map(|e| core.rfind(e))
+            .max()
+            .filter(|&end| end >= start)
+    });
+    let mut out = match (named, name_end) {
+        (Some((_, start)), Some(end)) => format!(
+            "{}{}{}",
+            &quote_strings(&core[..start]),
+            quote(&core[start..end]),
+            quote_strings(&core[end..])
+        ),
+        _ => quote_strings(core),
+    };
+    out = cut(&out, MAX_REST);
+    out.push_str(position);
+    out
+}
+
+/// `text` with each Debug-escaped string and each long run without spaces shortened by
+/// [`quote`].
+fn quote_strings(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(open) = rest.find('"') {
+        out.push_str(&quote_words(&rest[..=open]));
+        rest = &rest[open + 1..];
+        // A `"` inside a Debug-escaped string is escaped, so the first unescaped `"`
+        // closes it.
+        let mut escaped = false;
+        let close = rest.char_indices().find_map(|(i, c)| {
+            let closes = c == '"' && !escaped;
+            escaped = c == '\\' && !escaped;
+            closes.then_some(i)
+        });
+        let Some(close) = close else {
+            break;
+        };
+        let inner = &rest[..close];
+        match inner.char_indices().nth(QUOTE_CHARS) {
+            None => out.push_str(inner),
+            Some((mut end, _)) => {
+                // Do not leave half an escape before the closing quote.
+                let backslashes = inner[..end].bytes().rev().take_while(|&b| b == b'\\');
+                if backslashes.count() % 2 == 1 {
+                    end -= 1;
+                }
+                out.push_str(&inner[..end]);
+                out.push('…');
+            }
+        }
+        out.push('"');
+        rest = &rest[close + 1..];
+    }
+    out.push_str(&quote_words(rest));
+    out
+}
+
+/// `text` with each run of more than [`QUOTE_CHARS`] characters without a space
+/// shortened by [`quote`].
+fn quote_words(text: &str) -> String {
+    text.split(' ').map(quote).collect::<Vec<_>>().join(" ")
+}
+
+/// Splits serde_json's " at line L column C" off the end of `message`.
+fn split_position(message: &str) -> (&str, &str) {
+    let Some(at) = message.rfind(" at line ") else {
+        return (message, "");
+    };
+    let tail = &message[at + " at line ".len()..];
+    let well_formed = tail.split_once(" column ").is_some_and(|(line, column)| {
+        [line, column]
+            .iter()
+            .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    });
+    if well_formed {
+        message.split_at(at)
+    } else {
+        (message, "")
+    }
+}
+
+/// The `code` of an error answer with `status` that no [`ApiError`] variant names.
+fn code_of(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::FORBIDDEN => "forbidden",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::NOT_ACCEPTABLE => "not_acceptable",
+        StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => "timeout",
+        StatusCode::CONFLICT => "conflict",
+        StatusCode::LENGTH_REQUIRED => "length_required",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::URI_TOO_LONG => "uri_too_long",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::UNPROCESSABLE_ENTITY => "unprocessable_entity",
+        StatusCode::TOO_MANY_REQUESTS => "rate_limited",
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "headers_too_large",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        s if s.is_client_error() => "bad_request",
+        _ => "internal",
+    }
 }
 
 impl ApiError {
@@ -69,6 +249,9 @@ impl ApiError {
             Self::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Self::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            Self::TooManySamples { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_many_samples"),
+            Self::Status { status, .. } => (*status, code_of(*status)),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -103,20 +286,31 @@ impl IntoResponse for ApiError {
                 tracing::error!(error = format!("{err:#}"), "internal error");
                 "internal error; see the server log for this request id".to_owned()
             }
-            other => other.to_string(),
+            other => cut(&other.to_string(), MAX_MESSAGE_CHARS),
         };
         let mut response = (
             status,
             Json(json!({"error": {"code": code, "message": message}})),
         )
             .into_response();
-        if let Self::Unavailable {
-            retry_after_secs, ..
-        } = error
-        {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        let headers = response.headers_mut();
+        match error {
+            Self::Unavailable {
+                retry_after_secs, ..
+            } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            }
+            Self::TooManyRequests {
+                limit,
+                retry_after_secs,
+                ..
+            } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+                headers.insert("ratelimit-limit", HeaderValue::from(limit));
+                headers.insert("ratelimit-remaining", HeaderValue::from(0));
+                headers.insert("ratelimit-reset", HeaderValue::from(retry_after_secs));
+            }
+            _ => {}
         }
         response
     }
@@ -126,6 +320,11 @@ impl IntoResponse for ApiError {
 pub type ReadyCheck =
     Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
 
+/// Something `/readyz` reports without judging readiness by it (e.g. quarantined
+/// messages: the pipeline goes on, but an operator should look).
+pub type ReadyDetail =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = serde_json::Value> + Send>> + Send + Sync>;
+
 /// State of the ops routes.
 #[derive(Clone)]
 pub struct Ops {
@@ -133,6 +332,8 @@ pub struct Ops {
     pub metrics_token: Option<Secret>,
     /// `(name, check)`; `/readyz` is 200 only when all pass.
     pub checks: Vec<(&'static str, ReadyCheck)>,
+    /// `(name, detail)`, shown under `details`.
+    pub details: Vec<(&'static str, ReadyDetail)>,
 }
 
 /// `/metrics`, `/livez`, `/readyz`.
@@ -146,7 +347,7 @@ pub fn ops_router(ops: Ops) -> Router {
 
 async fn metrics_handler(State(ops): State<Ops>, headers: axum::http::HeaderMap) -> Response {
     if let Some(token) = &ops.metrics_token {
-        if bearer(&headers) != Some(token.expose()) {
+        if !bearer(&headers).is_some_and(|given| crate::auth::same_token(given, token.expose())) {
             return ApiError::Unauthorized.into_response();
         }
     }
@@ -173,16 +374,27 @@ async fn readyz(State(ops): State<Ops>) -> Response {
         failing.insert((*name).to_owned(), result.into());
     }
     let ready = status == StatusCode::OK;
-    (status, Json(json!({"ready": ready, "checks": failing}))).into_response()
+    let mut body = json!({"ready": ready, "checks": failing});
+    if !ops.details.is_empty() {
+        let mut details = serde_json::Map::new();
+        for (name, detail) in &ops.details {
+            let value = tokio::time::timeout(Duration::from_secs(2), detail())
+                .await
+                .unwrap_or_else(|_| "timed out".into());
+            details.insert((*name).to_owned(), value);
+        }
+        body["details"] = details.into();
+    }
+    (status, Json(body)).into_response()
 }
 
+/// The token of an `Authorization: Bearer <token>` header. The scheme's case does not
+/// matter (RFC 7235: `bearer` and `BEARER` are `Bearer`).
 fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::trim)
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// Middleware state: which role a group of routes needs.
@@ -192,18 +404,111 @@ pub struct RequireRole {
     pub role: Role,
 }
 
-/// Rejects requests without a key granting `role` (401 unknown, 403 wrong role).
+/// Rejects requests without a key granting `role` (401 unknown, 403 wrong role), and,
+/// without looking the key up, those of a client address that presented too many
+/// unknown keys lately (429, see [`crate::auth::limit`]). The address comes from axum's
+/// `ConnectInfo<SocketAddr>`; without it, unknown keys are not limited per address.
 pub async fn require_role(
     State(req_role): State<RequireRole>,
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
     let token = bearer(request.headers()).ok_or(ApiError::Unauthorized)?;
-    match req_role.keys.role_of(token).await? {
-        None => Err(ApiError::Unauthorized),
-        Some(role) if !role.grants(req_role.role) => Err(ApiError::Forbidden),
-        Some(_) => Ok(next.run(request).await),
+    let client = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    match req_role.keys.authenticate(token, client).await? {
+        Auth::Unknown => Err(ApiError::Unauthorized),
+        Auth::Limited { retry_after, limit } => {
+            let secs = (retry_after.as_secs_f64().ceil() as u64).max(1);
+            Err(ApiError::TooManyRequests {
+                message: format!("too many unknown API keys from this address; retry in {secs} s"),
+                limit,
+                retry_after_secs: secs,
+            })
+        }
+        Auth::Known(role) if !role.grants(req_role.role) => Err(ApiError::Forbidden),
+        Auth::Known(_) => Ok(next.run(request).await),
     }
+}
+
+/// Bytes of an error answer's own body read to word its message.
+const REWRITTEN_BODY_LIMIT: usize = 256 * 1024;
+
+/// Gives an error answer that lacks SPEC's JSON body that body, keeping its status and
+/// headers (see the module doc).
+async fn error_body(request: Request, next: Next) -> Response {
+    let method = quote(request.method().as_str());
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, REWRITTEN_BODY_LIMIT)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let message = match status {
+        s if s.is_server_error() => {
+            if !text.is_empty() {
+                tracing::error!(status = s.as_u16(), error = %cut(&text, 1024), "error answer");
+            }
+            if s == StatusCode::SERVICE_UNAVAILABLE {
+                "the server is unavailable; retry later".to_owned()
+            } else {
+                "internal error; see the server log for this request id".to_owned()
+            }
+        }
+        _ if !text.is_empty() => quote_within(&text),
+        StatusCode::NOT_FOUND => "no route matches this path".to_owned(),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            let allowed = parts
+                .headers
+                .get(header::ALLOW)
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| !v.is_empty());
+            match allowed {
+                Some(allowed) => format!("this route does not take {method}; it takes {allowed}"),
+                None => format!("this route does not take {method}"),
+            }
+        }
+        StatusCode::REQUEST_TIMEOUT => "the request took too long and was abandoned".to_owned(),
+        s => s.canonical_reason().unwrap_or("bad request").to_lowercase(),
+    };
+    let mut answer = ApiError::Status { status, message }.into_response();
+    let own: Vec<HeaderName> = answer.headers().keys().cloned().collect();
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH && !own.contains(name) {
+            answer.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    answer
+}
+
+/// Runs the request in a `request` span carrying its `x-request-id` (set by the layer
+/// outside this one), so its log lines name the id its error bodies point to.
+async fn request_span(request: Request, next: Next) -> Response {
+    use tracing::Instrument;
+    let id = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .map(quote)
+        .unwrap_or_default();
+    let span = tracing::info_span!(
+        "request",
+        id = %id,
+        method = %quote(request.method().as_str()),
+        path = %quote(request.uri().path()),
+    );
+    next.run(request).instrument(span).await
 }
 
 async fn record_metrics(request: Request, next: Next) -> Response {
@@ -222,8 +527,9 @@ async fn record_metrics(request: Request, next: Next) -> Response {
     response
 }
 
-/// Adds the layers every router gets: metrics by matched route, request ids, security
-/// headers and a request timeout.
+/// Adds the layers every router gets: metrics by matched route, request ids and a
+/// tracing span carrying them, security headers, a request timeout, and SPEC's error body
+/// on every error answer (the module doc says how).
 pub fn with_common_layers(router: Router, request_timeout: Duration) -> Router {
     let headers = [
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
@@ -236,7 +542,9 @@ pub fn with_common_layers(router: Router, request_timeout: Duration) -> Router {
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             request_timeout,
-        ));
+        ))
+        .layer(middleware::from_fn(error_body))
+        .layer(middleware::from_fn(request_span));
     for (name, value) in headers {
         router = router.layer(SetResponseHeaderLayer::if_not_present(
             name,
@@ -246,37 +554,6 @@ pub fn with_common_layers(router: Router, request_timeout: Duration) -> Router {
     router
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-}
-
-/// Connections the kernel queues before they are accepted; tokio's default of 128
-/// overflowed when thousands of clients connected at once (docs/performance.md).
-const LISTEN_BACKLOG: u32 = 4096;
-
-/// Binds `addr` (port 0 picks a free port); the caller learns the bound address.
-pub async fn bind(addr: std::net::SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
-    let listen = || -> std::io::Result<TcpListener> {
-        let socket = if addr.is_ipv4() {
-            tokio::net::TcpSocket::new_v4()?
-        } else {
-            tokio::net::TcpSocket::new_v6()?
-        };
-        socket.set_reuseaddr(true)?;
-        socket.bind(addr)?;
-        socket.listen(LISTEN_BACKLOG)
-    };
-    listen().map_err(|e| anyhow::anyhow!("cannot listen on {addr} for {what}: {e}"))
-}
-
-/// Serves until `shutdown` is cancelled, then lets in-flight requests finish.
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await?;
-    Ok(())
 }
 
 #[cfg(test)]
@@ -310,5 +587,362 @@ mod tests {
             ApiError::Forbidden.into_response().status(),
             StatusCode::FORBIDDEN
         );
+    }
+
+    /// The status, headers and body of `request` answered by `router`.
+    async fn answer(
+        router: &Router,
+        request: axum::http::Request<axum::body::Body>,
+    ) -> (StatusCode, axum::http::HeaderMap, serde_json::Value) {
+        use tower::ServiceExt;
+        let response = router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let json = serde_json::from_slice(&body)
+            .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&body)));
+        (status, headers, json)
+    }
+
+    fn get_request(uri: &str) -> axum::http::Request<axum::body::Body> {
+        axum::http::Request::get(uri)
+            .body(axum::body::Body::empty())
+            .unwrap()
+    }
+
+    /// The SPEC error body with `code`, and the headers every answer carries.
+    fn assert_error_answer(
+        what: &str,
+        headers: &axum::http::HeaderMap,
+        body: &serde_json::Value,
+        code: &str,
+    ) {
+        assert_eq!(body["error"]["code"], code, "{what}: {body}");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(!message.is_empty(), "{what}: {body}");
+        assert!(
+            message.chars().count() <= 300,
+            "{what}: message of {} characters",
+            message.chars().count()
+        );
+        for (name, value) in [
+            ("x-content-type-options", "nosniff"),
+            ("x-frame-options", "DENY"),
+            ("referrer-policy", "no-referrer"),
+            ("cache-control", "no-store"),
+            ("content-type", "application/json"),
+        ] {
+            assert_eq!(headers.get(name).unwrap(), value, "{what}: {name}");
+        }
+        assert!(headers.contains_key(REQUEST_ID), "{what}: no request id");
+    }
+
+    #[test]
+    fn quote_keeps_a_short_prefix_on_a_char_boundary() {
+        assert_eq!(quote("short"), "short");
+        let exact = "é".repeat(QUOTE_CHARS);
+        assert_eq!(quote(&exact), exact);
+        let long = "é".repeat(QUOTE_CHARS + 1);
+        assert_eq!(quote(&long), format!("{}…", "é".repeat(QUOTE_CHARS)));
+    }
+
+    #[test]
+    fn quote_within_shortens_what_serde_quotes() {
+        let name = format!("a`b, expected {}", "x".repeat(100_000));
+        let message = format!(
+            "unknown field `{name}`, expected one of `service`, `metric` at line 1 column 100020"
+        );
+        let short = quote_within(&message);
+        assert!(short.len() < 300, "{short}");
+        assert!(
+            short.starts_with("unknown field `a`b, expected xxx"),
+            "{short}"
+        );
+        assert!(
+            short.ends_with("…`, expected one of `service`, `metric` at line 1 column 100020"),
+            "{short}"
+        );
+        // serde_json's own message for a long string of the wrong type, with escapes.
+        let body = format!("\"{}\"", "\\\"x".repeat(50_000));
+        let err = serde_json::from_str::<f64>(&body).unwrap_err().to_string();
+        assert!(err.len() > 100_000);
+        let short = quote_within(&err);
+        assert!(short.len() < 300, "{short}");
+        assert!(short.starts_with("invalid type: string \"\\\"x"), "{short}");
+        assert!(
+            short.contains("…\", expected f64 at line 1 column "),
+            "{short}"
+        );
+        // Any Debug-quoted input, and messages without quotes.
+        let short = quote_within(&format!("tags: got {:?}", "k".repeat(10_000)));
+        assert_eq!(short, format!("tags: got \"{}…\"", "k".repeat(QUOTE_CHARS)));
+        assert_eq!(
+            quote_within("trailing characters at line 1 column 9"),
+            "trailing characters at line 1 column 9"
+        );
+        assert!(quote_within(&"y".repeat(10_000)).len() < 600);
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        let token = |value: &str| {
+            let mut headers = axum::http::HeaderMap::new();
+            headers.insert(header::AUTHORIZATION, value.parse().unwrap());
+            bearer(&headers).map(str::to_owned)
+        };
+        for value in ["Bearer tm_x", "bearer tm_x", "BEARER  tm_x ", "bEaReR tm_x"] {
+            assert_eq!(token(value).as_deref(), Some("tm_x"), "{value}");
+        }
+        for value in ["Basic tm_x", "Bearer", "Bearer ", "Bearertm_x", "tm_x"] {
+            assert_eq!(token(value), None, "{value}");
+        }
+    }
+
+    #[tokio::test]
+    async fn metrics_token_is_checked_whatever_the_scheme_case() {
+        let ops = Ops {
+            metrics: metrics_exporter_prometheus::PrometheusBuilder::new()
+                .build_recorder()
+                .handle(),
+            metrics_token: Some(Secret::new("s3cret".to_owned())),
+            checks: Vec::new(),
+            details: Vec::new(),
+        };
+        let router = with_common_layers(ops_router(ops), Duration::from_secs(5));
+        let request = |auth: &str| {
+            axum::http::Request::get("/metrics")
+                .header(header::AUTHORIZATION, auth)
+                .body(axum::body::Body::empty())
+                .unwrap()
+        };
+        use tower::ServiceExt;
+        for auth in ["Bearer s3cret", "bearer s3cret"] {
+            let response = router.clone().oneshot(request(auth)).await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "{auth}");
+        }
+        for auth in ["Bearer s3cre", "Bearer s3cret2", "Basic s3cret"] {
+            let (status, headers, body) = answer(&router, request(auth)).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{auth}");
+            assert_error_answer(auth, &headers, &body, "unauthorized");
+        }
+    }
+
+    /// Answers made outside handlers (no route, wrong method, timeout, extractor
+    /// rejections) carry the SPEC body, keep their status and headers, and quote little
+    /// of the input.
+    #[tokio::test]
+    async fn every_error_answer_has_the_spec_body() {
+        use axum::extract::{Path, Query};
+        use axum::routing::post;
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Q {
+            #[allow(dead_code)]
+            n: u32,
+        }
+        let router = Router::new()
+            .route("/q", get(|Query(_): Query<Q>| async { "ok" }))
+            .route("/p/{name}", get(|Path(name): Path<String>| async { name }))
+            .route(
+                "/j",
+                post(|Json(v): Json<serde_json::Value>| async move { v.to_string() }),
+            )
+            .route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                    "late"
+                }),
+            );
+        let router = with_common_layers(router, Duration::from_millis(100));
+        let long = "z".repeat(20_000);
+        let json = |body: &str, content_type: Option<&str>| {
+            let mut request = axum::http::Request::post("/j");
+            if let Some(t) = content_type {
+                request = request.header(header::CONTENT_TYPE, t);
+            }
+            request
+                .body(axum::body::Body::from(body.to_owned()))
+                .unwrap()
+        };
+        let cases = [
+            (
+                "no route",
+                get_request("/nope"),
+                StatusCode::NOT_FOUND,
+                "not_found",
+            ),
+            (
+                "wrong method",
+                axum::http::Request::delete("/q")
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+            ),
+            (
+                "repeated query parameter",
+                get_request("/q?n=1&n=2"),
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+            ),
+            (
+                "bad query",
+                get_request("/q?n=abc"),
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+            ),
+            (
+                "long bad query",
+                get_request(&format!("/q?n={long}")),
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+            ),
+            (
+                "long unknown query field",
+                get_request(&format!("/q?n=1&{long}=1")),
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+            ),
+            (
+                "bad UTF-8 in a path parameter",
+                get_request("/p/%FF%FE"),
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+            ),
+            (
+                "bad JSON",
+                json("{", Some("application/json")),
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+            ),
+            (
+                "JSON without its content type",
+                json("{}", None),
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+            ),
+            (
+                "timeout",
+                get_request("/slow"),
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+            ),
+        ];
+        for (what, request, status, code) in cases {
+            let (got, headers, body) = answer(&router, request).await;
+            assert_eq!(got, status, "{what}: {body}");
+            assert_error_answer(what, &headers, &body, code);
+            if status == StatusCode::METHOD_NOT_ALLOWED {
+                let allow = headers.get(header::ALLOW).expect("Allow kept");
+                assert!(allow.to_str().unwrap().contains("GET"), "{allow:?}");
+            }
+        }
+    }
+
+    /// Log lines written while serving a request carry its request id.
+    #[tokio::test]
+    async fn log_lines_carry_the_request_id() {
+        #[derive(Clone, Default)]
+        struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Captured {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+            type Writer = Captured;
+            fn make_writer(&'a self) -> Self::Writer {
+                self.clone()
+            }
+        }
+        let captured = Captured::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(captured.clone())
+            .with_ansi(false)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let router = with_common_layers(
+            Router::new().route(
+                "/boom",
+                get(|| async {
+                    Err::<(), _>(ApiError::Internal(anyhow::anyhow!("the disk caught fire")))
+                }),
+            ),
+            Duration::from_secs(5),
+        );
+        let (status, headers, _) = answer(&router, get_request("/boom")).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        let id = headers.get(REQUEST_ID).unwrap().to_str().unwrap();
+        let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let line = logs
+            .lines()
+            .find(|l| l.contains("the disk caught fire"))
+            .unwrap_or_else(|| panic!("no error line in {logs:?}"));
+        assert!(line.contains(&format!("request{{id={id}")), "{line}");
+    }
+
+    /// Unknown keys past the limit get 429 with Retry-After and the SPEC body; the
+    /// bearer scheme may be any case.
+    #[tokio::test]
+    async fn too_many_unknown_keys_from_one_address_get_429() {
+        let pool = crate::db::fresh_test_database().await.1;
+        let token = crate::auth::create_key(&pool, Role::Read, "r")
+            .await
+            .unwrap();
+        let keys = Arc::new(KeyStore::new(pool).with_failure_limit(2, Duration::from_secs(10)));
+        let router = with_common_layers(
+            Router::new()
+                .route("/guarded", get(|| async { Json(json!({"ok": true})) }))
+                .route_layer(middleware::from_fn_with_state(
+                    RequireRole {
+                        keys,
+                        role: Role::Read,
+                    },
+                    require_role,
+                )),
+            Duration::from_secs(5),
+        );
+        let from = |auth: String, addr: &str| {
+            let mut request = axum::http::Request::get("/guarded")
+                .header(header::AUTHORIZATION, auth)
+                .body(axum::body::Body::empty())
+                .unwrap();
+            let addr: std::net::SocketAddr = addr.parse().unwrap();
+            request
+                .extensions_mut()
+                .insert(axum::extract::ConnectInfo(addr));
+            request
+        };
+        let (status, _, _) = answer(&router, from(format!("bearer {token}"), "192.0.2.1:1")).await;
+        assert_eq!(status, StatusCode::OK, "lower-case scheme");
+        for i in 0..2 {
+            let (status, headers, body) =
+                answer(&router, from(format!("Bearer tm_bad{i}"), "192.0.2.1:2")).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED);
+            assert_error_answer("unknown key", &headers, &body, "unauthorized");
+        }
+        let (status, headers, body) =
+            answer(&router, from("Bearer tm_bad".into(), "192.0.2.1:3")).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert_error_answer("limited", &headers, &body, "rate_limited");
+        let retry: u64 = headers[header::RETRY_AFTER]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=10).contains(&retry), "{retry}");
+        assert_eq!(headers["ratelimit-limit"], "2");
+        // Another address, and a known key from the limited one, are unaffected.
+        let (status, _, _) = answer(&router, from("Bearer tm_bad".into(), "192.0.2.2:1")).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let (status, _, _) = answer(&router, from(format!("Bearer {token}"), "192.0.2.1:4")).await;
+        assert_eq!(status, StatusCode::OK);
     }
 }

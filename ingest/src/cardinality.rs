@@ -80,7 +80,8 @@ impl Cardinality {
         Some((
             index,
             format!(
-                "service {service:?} has reached its limit of {} series",
+                "service {:?} has reached its limit of {} series",
+                tidemark_core::http::quote(service),
                 self.limit
             ),
         ))

@@ -9,7 +9,7 @@ use std::io::Read;
 
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
-use tidemark_core::http::ApiError;
+use tidemark_core::http::{quote, quote_within, ApiError};
 use tidemark_core::sample::{FieldError, SampleFields, TimeBounds, TimestampInput};
 use tidemark_core::Sample;
 
@@ -183,22 +183,51 @@ impl RawSample<'_> {
     }
 }
 
+/// A 400 naming the path of the field at fault; the client input the path and message
+/// hold (map keys, unknown field names, bad string values) is shortened by [`quote`].
 fn json_error(err: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
-    let path = err.path().to_string();
+    use serde_path_to_error::Segment;
+    let mut path = String::new();
+    for segment in err.path() {
+        match segment {
+            Segment::Seq { index } => path.push_str(&format!("[{index}]")),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(&quote(key));
+            }
+            Segment::Unknown => {
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push('?');
+            }
+        }
+    }
     let path = match path.as_str() {
-        "." => "body".to_owned(),
+        "" => "body".to_owned(),
         p if p.starts_with('[') => format!("samples{p}"),
         p => p.to_owned(),
     };
-    ApiError::bad_request("invalid_json", format!("{path}: {}", err.into_inner()))
+    let message = quote_within(&err.into_inner().to_string());
+    ApiError::bad_request("invalid_json", format!("{path}: {message}"))
 }
 
 /// Decodes JSON; only when that fails is it decoded again with path tracking, to name
-/// the field at fault (tracking costs on every request otherwise).
+/// the field at fault (tracking costs on every request otherwise). Either way, anything
+/// but whitespace after the JSON value is refused, naming its position.
 fn decode<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).or_else(|_| {
-        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(body))
-            .map_err(json_error)
+        let mut de = serde_json::Deserializer::from_slice(body);
+        let value = serde_path_to_error::deserialize(&mut de).map_err(json_error)?;
+        de.end().map_err(|e| {
+            ApiError::bad_request(
+                "invalid_json",
+                format!("body: {}", quote_within(&e.to_string())),
+            )
+        })?;
+        Ok(value)
     })
 }
 
@@ -229,6 +258,15 @@ fn serde_samples(body: &[u8]) -> Result<Vec<RawSample<'_>>, ApiError> {
 }
 
 impl RawSamples<'_> {
+    /// How many samples the body holds.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// Validates every sample; all-or-nothing.
     pub fn validate(&self, bounds: TimeBounds) -> Result<Vec<Sample<'_>>, ApiError> {
         validate(&self.0, bounds)
@@ -251,7 +289,12 @@ fn validate<'r>(raw: &'r [RawSample<'_>], bounds: TimeBounds) -> Result<Vec<Samp
             Err(e) => {
                 bad += 1;
                 if errors.len() < REPORTED_ERRORS {
-                    errors.push(format!("samples[{i}].{}: {}", e.field, e.message));
+                    // A field such as `tags.<key>` holds client input.
+                    let field = match e.field.split_once('.') {
+                        Some((head, key)) => format!("{head}.{}", quote(key)),
+                        None => quote(&e.field),
+                    };
+                    errors.push(format!("samples[{i}].{field}: {}", e.message));
                 }
             }
         }
@@ -351,6 +394,53 @@ mod tests {
         assert!(message(r#"[{"service":"s","metric":"m","valeu":1}]"#)
             .contains("unknown field `valeu`"));
         assert!(message("nonsense").starts_with("body:"));
+    }
+
+    /// Trailing characters after the JSON value are refused whichever decoder reads
+    /// the body (the fast path declines such a body; serde_json reads it twice).
+    #[test]
+    fn trailing_characters_are_refused_naming_their_position() {
+        let sample = r#"{"service":"s","metric":"m","value":1}"#;
+        for body in [
+            format!("[{sample}] xyz"),
+            format!("[{sample}],"),
+            format!("[{sample}][]"),
+            format!(r#"{{"samples":[{sample}]}} x"#),
+            // Escapes send even a clean body to serde_json.
+            r#"[{"service":"s\u0031","metric":"m","value":1}] xyz"#.to_owned(),
+        ] {
+            let m = message(&body);
+            assert!(
+                m.starts_with("body: trailing characters at line 1 column "),
+                "{body}: {m}"
+            );
+        }
+    }
+
+    /// A 400 quotes at most a short prefix of whatever client input it names: unknown
+    /// field names, mistyped string values, tag keys (in the path and in validation).
+    #[test]
+    fn error_messages_quote_only_a_prefix_of_the_input() {
+        let huge = "a".repeat(1 << 20);
+        let bodies = [
+            format!(r#"[{{"service":"s","metric":"m","value":1,"{huge}":1}}]"#),
+            format!(r#"[{{"service":"s","metric":"m","value":"{huge}"}}]"#),
+            format!(r#"[{{"service":"s","metric":"m","value":1,"count":"{huge}\"x"}}]"#),
+            format!(r#"[{{"service":"s","metric":"m","value":1,"tags":{{"{huge}":1}}}}]"#),
+            format!(r#"[{{"service":"s","metric":"m","value":1,"tags":{{"{huge}!":"v"}}}}]"#),
+            format!(r#"{{"samples":[],"{huge}":1}}"#),
+        ];
+        for body in bodies {
+            let m = message(&body);
+            assert!(m.len() < 400, "{} characters: {}", m.len(), &m[..400]);
+            assert!(m.contains(&format!("{}…", "a".repeat(10))), "{m}");
+        }
+        let m = message(&format!(
+            r#"[{{"service":"s","metric":"m","value":1,"timestamp":"{huge}"}}]"#
+        ));
+        assert!(m.len() < 400, "{m}");
+        assert!(message(r#"[{"service":"s","metric":"m","valeu":1}]"#)
+            .contains("unknown field `valeu`"));
     }
 
     #[test]

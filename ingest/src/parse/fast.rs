@@ -411,4 +411,257 @@ mod tests {
         }
         format!("{{{}}}", fields.join(","))
     }
+
+    /// Property tests (bounded: a few thousand cases each, a few seconds in all): on
+    /// arbitrary bytes, on soups of JSON tokens and on mutated sample bodies, neither
+    /// decoder panics, nor does validation, and whatever the fast path takes serde_json
+    /// reads the same way.
+    mod fuzz {
+        use super::super::super::{decode_samples, serde_samples};
+        use super::samples;
+        use proptest::prelude::*;
+        use std::time::Duration;
+        use tidemark_core::sample::TimeBounds;
+
+        fn config() -> ProptestConfig {
+            ProptestConfig {
+                // PROPTEST_CASES runs more (or fewer) cases, e.g. for a longer local run.
+                cases: std::env::var("PROPTEST_CASES")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(3_000),
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            }
+        }
+
+        fn check(body: &[u8]) -> Result<(), TestCaseError> {
+            let fast = samples(body);
+            let slow = serde_samples(body).ok();
+            if let Some(fast) = &fast {
+                let Some(slow) = &slow else {
+                    return Err(TestCaseError::fail(format!(
+                        "the fast path took what serde_json refuses: {:?}",
+                        String::from_utf8_lossy(body)
+                    )));
+                };
+                prop_assert_eq!(format!("{fast:?}"), format!("{slow:?}"));
+            }
+            if let Ok(raw) = decode_samples(body) {
+                let bounds = TimeBounds {
+                    now_ms: 1_790_000_000_000,
+                    max_age: Duration::from_secs(7 * 86_400),
+                    max_future: Duration::from_secs(300),
+                };
+                let _ = raw.validate(bounds);
+            }
+            Ok(())
+        }
+
+        /// A JSON number as a client might write it, near the fast path's edges.
+        fn number() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<f64>().prop_map(|v| v.to_string()),
+                any::<f64>().prop_map(|v| format!("{v:e}")),
+                any::<i64>().prop_map(|v| v.to_string()),
+                any::<u64>().prop_map(|v| v.to_string()),
+                "-?(0|[1-9][0-9]{0,19})(\\.[0-9]{1,19})?([eE][+-]?[0-9]{1,3})?",
+                "-?0[0-9]{1,3}|-|\\.5|1\\.|1e|--1|\\+1|0x1F",
+            ]
+        }
+
+        /// A JSON string: plain, with escapes, or not quite a string.
+        fn string() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "[A-Za-z0-9._:-]{0,12}".prop_map(|s| format!("\"{s}\"")),
+                any::<String>().prop_map(|s| serde_json::to_string(&s).unwrap()),
+                "\"[^\"]{0,6}(\\\\[\"\\\\/bfnrtu0x]|\\\\u[0-9a-fA-F]{4}|[\\x00-\\x1f])?[^\"]{0,6}\"",
+                "\"2026-09-21T14:13:20(\\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2})\"",
+            ]
+        }
+
+        fn value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                4 => number(),
+                4 => string(),
+                1 => Just("null".to_owned()),
+                1 => Just("true".to_owned()),
+                1 => Just("false".to_owned()),
+                1 => proptest::collection::vec((string(), string()), 0..4).prop_map(|tags| {
+                    let pairs: Vec<String> =
+                        tags.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+                    format!("{{{}}}", pairs.join(","))
+                }),
+                1 => Just("[]".to_owned()),
+            ]
+        }
+
+        /// A value of the type the field takes, mostly.
+        fn typed_value(name: &str) -> BoxedStrategy<String> {
+            let plain = "[A-Za-z0-9._:/-]{1,12}".prop_map(|s| format!("\"{s}\""));
+            match name {
+                "service" | "metric" => prop_oneof![9 => plain, 1 => string()].boxed(),
+                "value" => prop_oneof![
+                    3 => "-?(0|[1-9][0-9]{0,8})(\\.[0-9]{1,8})?",
+                    1 => number(),
+                ]
+                .boxed(),
+                "count" | "timestamp" => prop_oneof![
+                    4 => "-?(0|[1-9][0-9]{0,17})",
+                    2 => "1790000[0-9]{6}",
+                    1 => number(),
+                    1 => string(),
+                ]
+                .boxed(),
+                "error" => prop_oneof![
+                    4 => Just("true".to_owned()),
+                    4 => Just("false".to_owned()),
+                    1 => value(),
+                ]
+                .boxed(),
+                "tags" => proptest::collection::vec((plain.clone(), plain), 0..4)
+                    .prop_map(|tags| {
+                        let pairs: Vec<String> =
+                            tags.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+                        format!("{{{}}}", pairs.join(","))
+                    })
+                    .boxed(),
+                _ => value().boxed(),
+            }
+        }
+
+        /// A value the fast path takes for the field.
+        fn clean_value(name: &str) -> BoxedStrategy<String> {
+            let plain = "[A-Za-z0-9._:/-]{1,12}".prop_map(|s| format!("\"{s}\""));
+            match name {
+                "service" | "metric" => plain.boxed(),
+                "value" => "-?(0|[1-9][0-9]{0,8})(\\.[0-9]{1,6})?".boxed(),
+                "count" => "[1-9][0-9]{0,5}".boxed(),
+                "error" => proptest::bool::ANY.prop_map(|b| b.to_string()).boxed(),
+                "timestamp" => prop_oneof![
+                    "1790000[0-9]{6}",
+                    "\"2026-09-2[0-9]T14:13:20(\\.[0-9]{3})?Z\"",
+                ]
+                .boxed(),
+                _ => proptest::collection::vec((plain.clone(), plain), 0..4)
+                    .prop_map(|tags| {
+                        let pairs: Vec<String> =
+                            tags.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+                        format!("{{{}}}", pairs.join(","))
+                    })
+                    .boxed(),
+            }
+        }
+
+        fn field(name: String, clean: bool) -> impl Strategy<Value = String> {
+            let value = if clean {
+                clean_value(&name)
+            } else {
+                prop_oneof![
+                    12 => typed_value(&name),
+                    1 => value(),
+                    1 => Just("null".to_owned()),
+                ]
+                .boxed()
+            };
+            ("[ \t\n\r]{0,2}", value)
+                .prop_map(move |(ws, value)| format!("\"{name}\"{ws}:{ws}{value}"))
+        }
+
+        /// A sample object: some of the fields in any order; unless `clean`, with values
+        /// of any type and now and then an unknown, escaped or repeated field.
+        fn sample(clean: bool) -> impl Strategy<Value = String> {
+            let names =
+                proptest::sample::subsequence(&super::super::FIELDS[..], 0..=7).prop_shuffle();
+            let extra = prop_oneof![
+                if clean { 1 } else { 12 } => Just(None),
+                if clean { 0 } else { 1 } => "[a-z]{0,9}".prop_map(Some),
+                if clean { 0 } else { 1 } => Just(Some("servic\\u0065".to_owned())),
+                if clean { 0 } else { 1 } => proptest::sample::select(&super::super::FIELDS[..])
+                    .prop_map(|f| Some(f.to_owned())),
+            ];
+            (names, extra, any::<usize>())
+                .prop_flat_map(move |(names, extra, at)| {
+                    let mut names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+                    if let Some(extra) = extra {
+                        names.insert(at % (names.len() + 1), extra);
+                    }
+                    names
+                        .into_iter()
+                        .map(|name| field(name, clean))
+                        .collect::<Vec<_>>()
+                })
+                .prop_map(|fields| format!("{{{}}}", fields.join(",")))
+        }
+
+        /// A body of the usual shape (array or wrapped): half of them with clean
+        /// samples, the others from arbitrary fields.
+        fn body() -> impl Strategy<Value = String> {
+            let array = proptest::bool::ANY
+                .prop_flat_map(|clean| proptest::collection::vec(sample(clean), 0..4))
+                .prop_map(|samples| format!("[{}]", samples.join(",")));
+            (array, 0..4u8, "[ \t\n]{0,2}|x|,|\\]|\\}").prop_map(|(array, shape, tail)| match shape
+            {
+                0 => format!("{{\"samples\":{array}}}"),
+                1 => format!("{array}{tail}"),
+                _ => array,
+            })
+        }
+
+        /// An edit of a body: overwrite, insert or delete a byte, or cut the body.
+        fn mutations() -> impl Strategy<Value = Vec<(usize, u8, u8)>> {
+            let byte = prop_oneof![
+                any::<u8>(),
+                proptest::sample::select(&b"[]{},:\"\\ 0-.eE"[..]),
+            ];
+            proptest::collection::vec((any::<usize>(), 0..4u8, byte), 1..4)
+        }
+
+        fn mutate(body: &mut Vec<u8>, edits: &[(usize, u8, u8)]) {
+            for &(at, op, byte) in edits {
+                let at = at % (body.len() + 1);
+                match op {
+                    0 if at < body.len() => body[at] = byte,
+                    1 => body.insert(at, byte),
+                    2 if at < body.len() => {
+                        body.remove(at);
+                    }
+                    _ => body.truncate(at),
+                }
+            }
+        }
+
+        proptest! {
+            #![proptest_config(config())]
+
+            #[test]
+            fn arbitrary_bytes(body in proptest::collection::vec(any::<u8>(), 0..256)) {
+                check(&body)?;
+            }
+
+            #[test]
+            fn token_soup(tokens in proptest::collection::vec(prop_oneof![
+                proptest::sample::select(&["[", "]", "{", "}", ",", ":", " ", "null",
+                    "\"samples\"", "\"service\"", "\"value\"", "\"tags\"",
+                    "\"timestamp\"", "\"count\"", "\"error\"", "\"metric\""][..])
+                    .prop_map(str::to_owned),
+                number(),
+                string(),
+            ], 0..40)) {
+                check(tokens.concat().as_bytes())?;
+            }
+
+            #[test]
+            fn usual_shapes(body in body()) {
+                check(body.as_bytes())?;
+            }
+
+            #[test]
+            fn mutated_shapes(body in body(), edits in mutations()) {
+                let mut body = body.into_bytes();
+                mutate(&mut body, &edits);
+                check(&body)?;
+            }
+        }
+    }
 }
