@@ -3,18 +3,24 @@
 //! notifications) is not built yet, see ARCHITECTURE.md.
 
 use tidemark_core::http::{self, Ops};
+use tidemark_core::serve::{self, ServeLimits};
 use tidemark_core::Config;
 use tokio_util::sync::CancellationToken;
 
 pub struct Alerter {
     listener: tokio::net::TcpListener,
+    limits: ServeLimits,
     ops: Ops,
 }
 
 impl Alerter {
     pub async fn build(config: &Config, ops: Ops) -> anyhow::Result<Self> {
-        let listener = http::bind(config.alerter_addr, "the alerter").await?;
-        Ok(Self { listener, ops })
+        let listener = serve::bind(config.alerter_addr, "the alerter").await?;
+        Ok(Self {
+            listener,
+            limits: ServeLimits::from_config(config),
+            ops,
+        })
     }
 
     pub fn local_addr(&self) -> std::net::SocketAddr {
@@ -29,6 +35,6 @@ impl Alerter {
             http::ops_router(self.ops),
             std::time::Duration::from_secs(10),
         );
-        http::serve(self.listener, router, shutdown).await
+        serve::serve(self.listener, router, self.limits, shutdown).await
     }
 }

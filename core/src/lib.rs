@@ -1,6 +1,6 @@
 //! Shared building blocks of Tidemark's roles: configuration, the validated sample and
 //! its series identity, hourly buckets, Postgres and Redis access, Kafka settings, API
-//! keys, HTTP plumbing and telemetry.
+//! keys, HTTP plumbing, bounded serving and telemetry.
 
 pub mod auth;
 pub mod backlog;
@@ -14,6 +14,7 @@ pub mod http;
 pub mod kafka;
 pub mod sample;
 pub mod series;
+pub mod serve;
 pub mod telemetry;
 
 pub use bucket::Bucket;

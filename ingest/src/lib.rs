@@ -19,6 +19,7 @@ use serde_json::json;
 use tidemark_core::auth::{KeyStore, Role};
 use tidemark_core::http::{self, ApiError, Ops, RequireRole};
 use tidemark_core::sample::TimeBounds;
+use tidemark_core::serve::{self, ServeLimits};
 use tidemark_core::Config;
 use tokio_util::sync::CancellationToken;
 
@@ -32,7 +33,9 @@ pub struct IngestState {
     pub batcher: Arc<Batcher>,
     pub cardinality: Arc<Cardinality>,
     /// One permit per sample awaiting the broker: bounds ingest's memory when the
-    /// broker is slow or down.
+    /// broker is slow or down. The permits it has when [`router`] is called are the most
+    /// one request may hold: a request with more samples gets `413` (a `503` would be
+    /// retried in vain).
     pub inflight: Arc<tokio::sync::Semaphore>,
     pub max_body_bytes: usize,
     pub max_decompressed_bytes: usize,
@@ -44,6 +47,10 @@ pub struct IngestState {
 /// The data routes, behind the `ingest` role.
 pub fn router(state: IngestState, keys: Arc<KeyStore>) -> Router {
     let body_limit = state.max_body_bytes;
+    let state = RouteState {
+        inflight_capacity: state.inflight.available_permits(),
+        ingest: state,
+    };
     Router::new()
         .route("/v1/samples", post(push_samples))
         .with_state(state)
@@ -58,8 +65,19 @@ pub fn router(state: IngestState, keys: Arc<KeyStore>) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
 }
 
+/// The sample route's state: [`IngestState`] and the permits its semaphore had when the
+/// router was built.
+#[derive(Clone)]
+struct RouteState {
+    ingest: IngestState,
+    inflight_capacity: usize,
+}
+
 async fn push_samples(
-    State(state): State<IngestState>,
+    State(RouteState {
+        ingest: state,
+        inflight_capacity,
+    }): State<RouteState>,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -89,6 +107,11 @@ async fn push_samples(
         h.digest128()
     });
     let raw = parse::decode_samples(&json)?;
+    if raw.len() > inflight_capacity {
+        return Err(ApiError::TooManySamples {
+            limit: inflight_capacity,
+        });
+    }
     let samples = raw.validate(bounds)?;
     let _permits = state
         .inflight
@@ -142,6 +165,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
 pub struct Ingest {
     listener: tokio::net::TcpListener,
     router: Router,
+    limits: ServeLimits,
     tasks: BatcherTasks,
     producers: Arc<ProducerHandle>,
 }
@@ -199,10 +223,11 @@ impl Ingest {
             router(state, deps.keys).merge(http::ops_router(deps.ops)),
             config.ack_timeout + Duration::from_secs(5),
         );
-        let listener = http::bind(config.ingest_addr, "ingest").await?;
+        let listener = serve::bind(config.ingest_addr, "ingest").await?;
         Ok(Self {
             listener,
             router,
+            limits: ServeLimits::from_config(config),
             tasks,
             producers,
         })
@@ -217,7 +242,7 @@ impl Ingest {
     /// Serves until `shutdown`; then finishes in-flight requests and delivers their batches.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         tracing::info!(addr = %self.local_addr(), "ingest listening");
-        http::serve(self.listener, self.router, shutdown).await?;
+        serve::serve(self.listener, self.router, self.limits, shutdown).await?;
         self.tasks.join().await;
         let producer = self.producers.get();
         tokio::task::spawn_blocking(move || {
