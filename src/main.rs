@@ -1,6 +1,7 @@
 //! The `tidemark` binary: parses flags, loads configuration, starts telemetry and runs
 //! one role (or all of them) until SIGINT/SIGTERM.
 
+mod quarantine;
 mod replay;
 mod roles;
 mod standalone;
@@ -57,6 +58,30 @@ enum Command {
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
+    },
+    /// Messages the aggregator set aside because of their data.
+    Quarantine {
+        #[command(subcommand)]
+        command: QuarantineCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum QuarantineCommand {
+    /// Lists quarantined messages waiting for a replay.
+    List {
+        /// Include those already replayed.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Applies quarantined messages once the cause is fixed (each exactly once).
+    Replay {
+        /// The entry to replay (from `list`).
+        #[arg(long, conflicts_with = "all", required_unless_present = "all")]
+        id: Option<i64>,
+        /// Every entry waiting for a replay.
+        #[arg(long)]
+        all: bool,
     },
 }
 
@@ -117,6 +142,12 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             return Ok(());
         }
         Command::Replay { from, to } => return replay::run(&config, &from, to.as_deref()).await,
+        Command::Quarantine {
+            command: QuarantineCommand::List { all },
+        } => return quarantine::list(&config, all).await,
+        Command::Quarantine {
+            command: QuarantineCommand::Replay { id, .. },
+        } => return quarantine::replay(&config, id).await,
         Command::Ingest => Role::Ingest,
         Command::Aggregator => Role::Aggregator,
         Command::Alerter => Role::Alerter,

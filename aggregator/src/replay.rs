@@ -250,17 +250,9 @@ fn read_partition(
         if msg.offset() >= end {
             break;
         }
-        let offset = msg.offset();
-        let folded =
-            tidemark_schemas::with_sample_batch(msg.payload().unwrap_or_default(), |batch| {
-                state.fold(offset, batch, series)
-            });
-        match folded {
-            Ok(()) => {}
-            Err(e) => {
-                tracing::warn!(partition, offset = msg.offset(), error = %e, "skipping undecodable message");
-                state.skip(msg.offset());
-            }
+        // The aggregator's own check: what it quarantined, a rebuild leaves out too.
+        if let Err(q) = state.apply(msg.offset(), msg.payload().unwrap_or_default(), series) {
+            tracing::warn!(partition, offset = q.offset, reason = %q.reason, "leaving out a quarantined message");
         }
         progress.advance(1);
     }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tidemark_core::backlog::sample_size;
+use tidemark_core::backlog::{sample_size, MESSAGE_OVERHEAD};
 use tidemark_core::bucket::hour_start;
 use tidemark_core::series::series_id;
 use tidemark_core::Bucket;
@@ -89,10 +89,60 @@ struct Gap {
     refetches: u32,
 }
 
+/// Why a message was set aside instead of applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuarantineKind {
+    /// Not a `SampleBatch` of any registered schema.
+    Undecodable,
+    /// A sample breaks the rules ingest enforces ([`tidemark_core::sample::check_wire`]).
+    Invalid,
+    /// Postgres refused its data (found by isolating a failed flush).
+    Refused,
+    /// Folding it panicked (a defect of ours that this data found).
+    Panicked,
+}
+
+impl QuarantineKind {
+    /// The `reason` label of `tidemark_aggregator_quarantined_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Undecodable => "undecodable",
+            Self::Invalid => "invalid",
+            Self::Refused => "refused",
+            Self::Panicked => "panicked",
+        }
+    }
+}
+
+/// How much of a reason is kept.
+const MAX_REASON_CHARS: usize = 500;
+
+/// A message set aside, to be written to the quarantine table by the flush that
+/// advances the offset past it.
+#[derive(Debug, Clone)]
+pub struct Quarantined {
+    pub offset: i64,
+    pub payload: Vec<u8>,
+    pub kind: QuarantineKind,
+    pub reason: String,
+}
+
+/// A partition re-reading the messages of a flush that Postgres refused for their data:
+/// the messages up to `until` are held whole, then applied in ever smaller ranges until
+/// the one at fault is found and quarantined (see `Aggregator::isolate`).
+#[derive(Debug, Default)]
+pub struct Isolation {
+    pub until: i64,
+    pub held: Vec<(i64, Vec<u8>)>,
+}
+
 /// Accumulated, not yet flushed deltas of one partition.
 #[derive(Debug)]
 pub struct PartitionState {
     pub fence: Fence,
+    /// The offset the accumulation started at: the fence's offset, or where a partition
+    /// without a stored offset began.
+    pub start: i64,
     /// The next offset to consume; everything before it is folded into `buckets` or
     /// held in `chunks`.
     pub next_offset: i64,
@@ -103,6 +153,11 @@ pub struct PartitionState {
     pub samples: u64,
     /// Estimated encoded size of the consumed samples (see `tidemark_core::backlog`).
     pub bytes: u64,
+    /// Messages set aside since the fence, in log order.
+    pub quarantined: Vec<Quarantined>,
+    /// Set while the partition re-reads a refused flush's messages; it is not flushed
+    /// meanwhile.
+    pub isolation: Option<Isolation>,
     gap: Option<Gap>,
 }
 
@@ -110,12 +165,23 @@ impl PartitionState {
     pub fn new(fence: Fence, next_offset: i64) -> Self {
         Self {
             fence,
+            start: next_offset,
             next_offset,
             buckets: HashMap::new(),
             chunks: Vec::new(),
             samples: 0,
             bytes: 0,
+            quarantined: Vec::new(),
+            isolation: None,
             gap: None,
+        }
+    }
+
+    /// The state as it was at the fence: nothing consumed since, the gap kept.
+    pub fn reset(&self) -> Self {
+        Self {
+            gap: self.gap,
+            ..Self::new(self.fence.clone(), self.start)
         }
     }
 
@@ -168,6 +234,89 @@ impl PartitionState {
         }
     }
 
+    /// Whether a flush should commit this partition: dirty, and not holding messages
+    /// for isolation (their offsets are consumed, their data not yet folded).
+    pub fn is_flushable(&self) -> bool {
+        self.is_dirty() && self.isolation.is_none()
+    }
+
+    /// Decodes and checks the message at `offset` and folds it, or sets it aside with
+    /// the reason. Returns the number of samples folded.
+    pub fn apply(
+        &mut self,
+        offset: i64,
+        payload: &[u8],
+        series: &mut SeriesCache,
+    ) -> Result<usize, &Quarantined> {
+        self.bytes += MESSAGE_OVERHEAD;
+        let outcome = tidemark_schemas::with_sample_batch(payload, |batch| {
+            for (i, s) in batch.samples.iter().enumerate() {
+                if let Err(e) = tidemark_core::sample::check_wire(s) {
+                    return Err(format!("samples[{i}].{}: {}", e.field, e.message));
+                }
+            }
+            self.fold(offset, batch, series);
+            Ok(batch.samples.len())
+        });
+        let (kind, reason) = match outcome {
+            Ok(Ok(folded)) => return Ok(folded),
+            Ok(Err(reason)) => (QuarantineKind::Invalid, reason),
+            Err(e) => (QuarantineKind::Undecodable, e.to_string()),
+        };
+        Err(self.quarantine(offset, payload, kind, reason))
+    }
+
+    /// [`apply`](Self::apply), containing a panic: `Err` with its message, after which
+    /// the state may hold part of the message and must be [`reset`](Self::reset).
+    pub fn apply_guarded(
+        &mut self,
+        offset: i64,
+        payload: &[u8],
+        series: &mut SeriesCache,
+    ) -> Result<usize, String> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.apply(offset, payload, series).unwrap_or(0)
+        }))
+        .map_err(|panic| {
+            panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".to_owned())
+        })
+    }
+
+    /// Sets the message at `offset` aside; the flush that commits the partition writes
+    /// it to the quarantine table.
+    pub fn quarantine(
+        &mut self,
+        offset: i64,
+        payload: &[u8],
+        kind: QuarantineKind,
+        reason: String,
+    ) -> &Quarantined {
+        self.next_offset = offset + 1;
+        // The reason may quote the message (a tag key), and is stored as text.
+        let reason = reason
+            .chars()
+            .map(|c| {
+                if c == '\0' {
+                    char::REPLACEMENT_CHARACTER
+                } else {
+                    c
+                }
+            })
+            .take(MAX_REASON_CHARS)
+            .collect();
+        self.quarantined.push(Quarantined {
+            offset,
+            payload: payload.to_vec(),
+            kind,
+            reason,
+        });
+        self.quarantined.last().expect("just pushed")
+    }
+
     /// Folds the batch at `offset` into the deltas; samples of idempotent chunks are
     /// held until their chunk is known to be new.
     pub fn fold(&mut self, offset: i64, batch: &SampleBatchView<'_>, series: &mut SeriesCache) {
@@ -193,18 +342,13 @@ impl PartitionState {
                 error: s.error,
                 timestamp: s.timestamp,
             };
-            self.samples += observation.count;
+            self.samples = self.samples.saturating_add(observation.count);
             self.bytes += sample_size(s.service, s.metric, s.tags.iter().copied());
             match chunk {
                 Some(c) => self.chunks[base + c].observations.push(observation),
                 None => observation.fold_into(&mut self.buckets),
             }
         }
-        self.next_offset = offset + 1;
-    }
-
-    /// Marks the offset as consumed without data (an undecodable message).
-    pub fn skip(&mut self, offset: i64) {
         self.next_offset = offset + 1;
     }
 
@@ -325,8 +469,56 @@ mod tests {
             (hour4.count, hour4.sum, hour4.last_at_ms),
             (1, 7.0, 4 * HOUR_MS + 9)
         );
-        st.skip(11);
-        assert_eq!(st.next_offset, 12);
+    }
+
+    fn encoded(samples: Vec<WireSample>) -> Vec<u8> {
+        tidemark_schemas::encode_sample_batch(&SampleBatch {
+            batch_id: "b".into(),
+            produced_at: 0,
+            samples,
+            chunks: vec![],
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_bad_message_is_set_aside_whole_and_its_offset_passed() {
+        let mut st = PartitionState::new(Fence::Row(3, "c".into()), 3);
+        let mut cache = SeriesCache::default();
+        let good = encoded(vec![sample("a", 1.0, 1, false, HOUR_MS)]);
+        let mut nul = sample("a", 1.0, 1, false, HOUR_MS);
+        nul.tags.insert("k".into(), "a\0b".into());
+        let invalid = encoded(vec![sample("a", 2.0, 1, false, HOUR_MS), nul]);
+
+        assert_eq!(st.apply(3, &good, &mut cache).unwrap(), 1);
+        let q = st.apply(4, &invalid, &mut cache).unwrap_err().clone();
+        assert_eq!((q.offset, q.kind), (4, QuarantineKind::Invalid));
+        assert_eq!(
+            q.reason,
+            "samples[1].tags.k: tag values must not contain U+0000"
+        );
+        assert_eq!(q.payload, invalid, "kept whole for a replay");
+        let q = st.apply(5, b"\xC3\x01garbage", &mut cache).unwrap_err();
+        assert_eq!(q.kind, QuarantineKind::Undecodable);
+
+        assert_eq!(st.next_offset, 6);
+        assert_eq!(st.samples, 1, "nothing of a set-aside message is folded");
+        assert_eq!(st.quarantined.len(), 2);
+        assert!(st.is_flushable());
+        let reset = st.reset();
+        assert_eq!((reset.next_offset, reset.samples), (3, 0));
+        assert!(reset.quarantined.is_empty() && !reset.is_dirty());
+    }
+
+    #[test]
+    fn a_partition_holding_messages_for_isolation_is_not_flushed() {
+        let mut st = PartitionState::new(Fence::Row(0, "c".into()), 0);
+        st.isolation = Some(Isolation {
+            until: 2,
+            held: vec![(0, vec![1])],
+        });
+        st.next_offset = 1;
+        assert!(st.is_dirty() && !st.is_flushable());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use sqlx::{PgPool, Postgres, Row, Transaction};
 use tidemark_core::db::{bucket_from_row, BUCKET_COLUMNS};
 use tidemark_core::Bucket;
 
-use crate::state::{Deltas, Fence, PartitionState, SeriesMeta};
+use crate::state::{Deltas, Fence, PartitionState, Quarantined, SeriesMeta};
 
 /// The stored offset row of a partition.
 pub async fn load_fence(pool: &PgPool, topic: &str, partition: i32) -> sqlx::Result<Fence> {
@@ -35,6 +35,19 @@ pub struct Written {
     pub bucket: Bucket,
 }
 
+impl Written {
+    /// The bucket as the hot copy takes it.
+    pub fn hot(&self) -> crate::hot::HotBucket<'_> {
+        (
+            self.meta.service.as_str(),
+            self.meta.metric.as_str(),
+            self.meta.id,
+            self.hour,
+            &self.bucket,
+        )
+    }
+}
+
 /// Why a flush did not commit; nothing of it was applied, so it can be retried as is.
 #[derive(Debug, thiserror::Error)]
 pub enum FlushError {
@@ -46,6 +59,23 @@ pub enum FlushError {
     Raced(usize),
 }
 
+impl FlushError {
+    /// Whether Postgres refused the data itself, so that retrying the same flush can
+    /// never succeed: a data exception (SQLSTATE class 22, e.g. U+0000 in text or a
+    /// timestamp out of range), an integrity violation (23), a program limit (54), or a
+    /// stored value that no longer decodes. Anything else (connection lost, pool
+    /// exhausted, serialization failure) is a dependency's fault and worth retrying.
+    pub fn is_data(&self) -> bool {
+        match self {
+            Self::Db(sqlx::Error::Database(e)) => e
+                .code()
+                .is_some_and(|c| ["22", "23", "54"].iter().any(|class| c.starts_with(class))),
+            Self::Db(sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_)) => true,
+            _ => false,
+        }
+    }
+}
+
 /// Outcome of a flush: which partitions committed and which were fenced off.
 #[derive(Debug, Default)]
 pub struct Flushed {
@@ -54,21 +84,27 @@ pub struct Flushed {
     pub buckets: Vec<Written>,
 }
 
-/// Applies the deltas of the dirty partitions in one transaction. A partition whose
-/// stored offset no longer equals its fence (another consumer advanced it) is left out;
-/// its deltas are dropped by the caller and re-read from the stored offset. Chunks of
-/// idempotent requests are applied only if their id is new for the partition, and
-/// recorded in the same transaction.
+/// Applies the deltas of the flushable partitions (all, or `only` one) in one
+/// transaction. A partition whose stored offset no longer equals its fence (another
+/// consumer advanced it) is left out; its deltas are dropped by the caller and re-read
+/// from the stored offset. Chunks of idempotent requests are applied only if their id
+/// is new for the partition, and recorded in the same transaction, as are the messages
+/// the partition set aside.
 pub async fn flush(
     pool: &PgPool,
     topic: &str,
     cluster_id: &str,
     states: &HashMap<i32, PartitionState>,
+    only: Option<i32>,
 ) -> Result<Flushed, FlushError> {
     let mut tx = pool.begin().await?;
     let mut out = Flushed::default();
-    for (&partition, st) in states.iter().filter(|(_, st)| st.is_dirty()) {
+    let selected = states
+        .iter()
+        .filter(|(p, st)| st.is_flushable() && only.is_none_or(|o| o == **p));
+    for (&partition, st) in selected {
         if advance_offset(&mut tx, topic, partition, cluster_id, st).await? {
+            quarantine(&mut tx, topic, partition, cluster_id, &st.quarantined).await?;
             out.committed.push(partition);
         } else {
             out.fenced.push(partition);
@@ -88,8 +124,19 @@ pub async fn flush(
         .map(|p| (*p, &states[p].buckets))
         .chain(chunk_deltas.iter().map(|(p, d)| (*p, d)))
         .collect();
+    out.buckets = apply_deltas(&mut tx, deltas).await?;
+    tx.commit().await?;
+    Ok(out)
+}
+
+/// Merges deltas into the stored buckets (creating series and rows as needed) and
+/// returns the buckets as written.
+pub(crate) async fn apply_deltas(
+    tx: &mut Transaction<'_, Postgres>,
+    deltas: Vec<(i32, &Deltas)>,
+) -> Result<Vec<Written>, FlushError> {
     let keys: Vec<(i64, i64)> = deltas.iter().flat_map(|(_, d)| d.keys().copied()).collect();
-    let stored = lock_stored(&mut tx, &keys).await?;
+    let stored = lock_stored(tx, &keys).await?;
     let mut merged: HashMap<(i64, i64), Written> = HashMap::new();
     for (partition, d) in deltas {
         for (&key, (meta, delta)) in d {
@@ -109,21 +156,54 @@ pub async fn flush(
         .into_values()
         .partition(|w| stored.contains_key(&(w.meta.id, w.hour)));
     let series: Vec<&SeriesMeta> = new.iter().map(|w| w.meta.as_ref()).collect();
-    upsert_series(&mut tx, &series).await?;
-    write_buckets(&mut tx, &existing, OnConflict::Overwrite).await?;
+    upsert_series(tx, &series).await?;
+    write_buckets(tx, &existing, OnConflict::Overwrite).await?;
     // A row absent when locked had nothing to lock: if another flush has created it
     // since, overwriting it would lose that flush's samples.
-    let inserted = write_buckets(&mut tx, &new, OnConflict::Skip).await?;
+    let inserted = write_buckets(tx, &new, OnConflict::Skip).await?;
     if inserted < new.len() as u64 {
         return Err(FlushError::Raced(new.len() - inserted as usize));
     }
-    tx.commit().await?;
-    out.buckets = existing.into_iter().chain(new).collect();
-    Ok(out)
+    Ok(existing.into_iter().chain(new).collect())
+}
+
+/// Writes the messages a partition set aside. A message already there (read again after
+/// a crash before this flush's commit could not have written it, so only a replayed
+/// range finds one) is left as it is.
+async fn quarantine(
+    tx: &mut Transaction<'_, Postgres>,
+    topic: &str,
+    partition: i32,
+    cluster_id: &str,
+    messages: &[Quarantined],
+) -> sqlx::Result<()> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    let offsets: Vec<i64> = messages.iter().map(|q| q.offset).collect();
+    let payloads: Vec<&[u8]> = messages.iter().map(|q| q.payload.as_slice()).collect();
+    let reasons: Vec<String> = messages
+        .iter()
+        .map(|q| format!("{}: {}", q.kind.label(), q.reason))
+        .collect();
+    sqlx::query(
+        "INSERT INTO quarantine (topic, partition, cluster_id, \"offset\", payload, reason) \
+         SELECT $1, $2, $3, o, p, r FROM UNNEST($4::bigint[], $5::bytea[], $6::text[]) AS u(o, p, r) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(topic)
+    .bind(partition)
+    .bind(cluster_id)
+    .bind(&offsets)
+    .bind(&payloads)
+    .bind(&reasons)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// Records chunk ids as applied for the partition; returns those that were new.
-async fn record_chunks(
+pub(crate) async fn record_chunks(
     tx: &mut Transaction<'_, Postgres>,
     topic: &str,
     partition: i32,

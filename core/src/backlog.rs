@@ -3,11 +3,19 @@
 //! data silently, so ingest must refuse (503) before any partition's backlog gets near
 //! that. Ingest reserves an upper estimate of each sample's encoded size before producing
 //! it; the aggregator releases the same estimate once the sample is committed to Postgres.
+//! Each message adds [`MESSAGE_OVERHEAD`] on both sides, so many small messages count
+//! for what they take in the broker's log.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Well under the mock's 5 MiB per partition.
 pub const EMBEDDED_LIMIT_BYTES: u64 = 4 * 1024 * 1024;
+
+/// An upper bound of what one message adds to the broker's log besides its samples:
+/// a record batch header (61 bytes) and the record's own framing, when each message
+/// travels alone, plus the `SampleBatch` envelope (single-object header, batch id,
+/// `produced_at`, array framing, a chunk).
+pub const MESSAGE_OVERHEAD: u64 = 192;
 
 pub struct Backlog {
     limit: u64,
@@ -47,6 +55,13 @@ impl Backlog {
         .is_ok()
     }
 
+    /// Adds `bytes` whatever the limit: a message's overhead, known only once the
+    /// samples it carries were admitted. The limit's margin below the broker's absorbs
+    /// it, and later reservations see it.
+    pub fn add(&self, partition: i32, bytes: u64) {
+        self.pending[partition as usize].fetch_add(bytes, Ordering::AcqRel);
+    }
+
     /// Takes `bytes` off the partition's backlog (consumed, or never produced).
     pub fn release(&self, partition: i32, bytes: u64) {
         let _ = self.pending[partition as usize].fetch_update(
@@ -77,5 +92,11 @@ mod tests {
         assert!(b.try_reserve(0, 50));
         b.release(1, 1000);
         assert_eq!(b.pending(1), 0, "never below zero");
+        b.add(1, 90);
+        assert!(
+            !b.try_reserve(1, 11),
+            "added overhead counts against later reservations"
+        );
+        assert_eq!(b.pending(1), 90);
     }
 }

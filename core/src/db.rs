@@ -126,6 +126,32 @@ pub fn bucket_from_row(r: &sqlx::postgres::PgRow, first: usize) -> sqlx::Result<
     })
 }
 
+/// A new, empty, migrated database for one test, named `tm_it_…` (which
+/// `scripts/test.sh` drops before each run), on the server of
+/// `TIDEMARK_TEST_DATABASE_URL` (default: the local `postgres` database). Returns its URL
+/// and a pool on it.
+#[cfg(any(test, feature = "test-support"))]
+pub async fn fresh_test_database() -> (String, PgPool) {
+    let admin_url = std::env::var("TIDEMARK_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let name = format!("tm_it_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let admin = PgPool::connect(&admin_url)
+        .await
+        .expect("connect to the test Postgres");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    admin.close().await;
+    let (base, _) = admin_url
+        .rsplit_once('/')
+        .expect("database URL with a path");
+    let url = format!("{base}/{name}");
+    let pool = PgPool::connect(&url).await.unwrap();
+    migrate(&pool).await.unwrap();
+    (url, pool)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -91,6 +91,16 @@ fn check_name<'a>(
     Ok(value)
 }
 
+/// A service name (SPEC §2): 1–128 characters of `[A-Za-z0-9._-]`.
+pub fn check_service(value: &str) -> Result<&str, FieldError> {
+    check_name("service", Some(value), service_byte, "[A-Za-z0-9._-]")
+}
+
+/// A metric name (SPEC §2): 1–128 characters of `[A-Za-z0-9._:-]`.
+pub fn check_metric(value: &str) -> Result<&str, FieldError> {
+    check_name("metric", Some(value), metric_byte, "[A-Za-z0-9._:-]")
+}
+
 /// Whether `b` may appear in a service name or tag key. Every allowed character is
 /// ASCII, so checking bytes checks characters: a byte of a multi-byte character fails.
 fn service_byte(b: u8) -> bool {
@@ -159,22 +169,68 @@ fn parse_tags<'a>(
         return Err(FieldError::new("tags", format!("at most {MAX_TAGS} tags")));
     }
     for &(k, v) in &tags {
-        if k.is_empty() || k.len() > MAX_TAG_KEY_LEN || !k.bytes().all(service_byte) {
-            return Err(FieldError::new(
-                format!("tags.{k}"),
-                format!("tag keys must be 1-{MAX_TAG_KEY_LEN} characters of [A-Za-z0-9._-]"),
-            ));
-        }
-        // A value of at most that many bytes has at most that many characters.
-        if v.len() > MAX_TAG_VALUE_LEN && v.chars().count() > MAX_TAG_VALUE_LEN {
-            return Err(FieldError::new(
-                format!("tags.{k}"),
-                format!("tag values must be at most {MAX_TAG_VALUE_LEN} characters"),
-            ));
-        }
+        check_tag(k, v)?;
     }
     tidemark_schemas::normalize_tags(&mut tags);
     Ok(tags)
+}
+
+/// One tag: a key of the name characters, and a value that Postgres can store (any
+/// Unicode but U+0000, which neither `text` nor `jsonb` holds).
+pub fn check_tag(k: &str, v: &str) -> Result<(), FieldError> {
+    if k.is_empty() || k.len() > MAX_TAG_KEY_LEN || !k.bytes().all(service_byte) {
+        return Err(FieldError::new(
+            format!("tags.{k}"),
+            format!("tag keys must be 1-{MAX_TAG_KEY_LEN} characters of [A-Za-z0-9._-]"),
+        ));
+    }
+    // A value of at most that many bytes has at most that many characters.
+    if v.len() > MAX_TAG_VALUE_LEN && v.chars().count() > MAX_TAG_VALUE_LEN {
+        return Err(FieldError::new(
+            format!("tags.{k}"),
+            format!("tag values must be at most {MAX_TAG_VALUE_LEN} characters"),
+        ));
+    }
+    if v.contains('\0') {
+        return Err(FieldError::new(
+            format!("tags.{k}"),
+            "tag values must not contain U+0000",
+        ));
+    }
+    Ok(())
+}
+
+/// Instants the stores hold: from the Unix epoch to the end of year 9999 (Postgres
+/// `timestamptz` and chrono reach further; the hour arithmetic stays far from overflow).
+pub const STORABLE_MS: std::ops::RangeInclusive<i64> = 0..=253_402_300_799_999;
+
+/// Checks a sample read from the samples topic by the rules [`Sample::parse`] enforces,
+/// except the age bounds (those held at receipt; a replay may fold old samples), with
+/// the timestamp bounded by [`STORABLE_MS`] instead. The aggregator applies it before
+/// folding, so a message written by anything but ingest (an older version, a raw
+/// producer) cannot carry what the stores refuse.
+pub fn check_wire(s: &tidemark_schemas::SampleView<'_>) -> Result<(), FieldError> {
+    check_service(s.service)?;
+    check_metric(s.metric)?;
+    if !s.value.is_finite() {
+        return Err(FieldError::new("value", "must be a finite number"));
+    }
+    if s.count < 1 {
+        return Err(FieldError::new("count", "must be an integer >= 1"));
+    }
+    if !STORABLE_MS.contains(&s.timestamp) {
+        return Err(FieldError::new(
+            "timestamp",
+            "is outside the storable range (1970 to 9999)",
+        ));
+    }
+    if s.tags.len() > MAX_TAGS {
+        return Err(FieldError::new("tags", format!("at most {MAX_TAGS} tags")));
+    }
+    for &(k, v) in &s.tags {
+        check_tag(k, v)?;
+    }
+    Ok(())
 }
 
 impl<'a> Sample<'a> {
@@ -395,6 +451,45 @@ mod tests {
             }),
             "tags.k"
         );
+    }
+
+    #[test]
+    fn a_nul_in_a_tag_value_is_refused_by_name() {
+        let fields = SampleFields {
+            tags: Some(vec![("k", "a\0b")]),
+            ..ok_fields()
+        };
+        let err = Sample::parse(fields, bounds()).unwrap_err();
+        assert_eq!(err.field, "tags.k");
+        assert!(err.message.contains("U+0000"), "{}", err.message);
+    }
+
+    #[test]
+    fn wire_samples_are_checked_by_the_same_rules() {
+        let ok = tidemark_schemas::SampleView {
+            service: "s",
+            metric: "m",
+            value: 1.0,
+            count: 1,
+            error: false,
+            timestamp: NOW,
+            tags: vec![("k", "é\u{1F600}")],
+        };
+        assert_eq!(check_wire(&ok), Ok(()));
+        let bad = |f: fn(&mut tidemark_schemas::SampleView<'static>)| {
+            let mut s = ok.clone();
+            f(&mut s);
+            check_wire(&s).unwrap_err().field
+        };
+        assert_eq!(bad(|s| s.tags = vec![("k", "\0")]), "tags.k");
+        assert_eq!(bad(|s| s.tags = vec![("a b", "v")]), "tags.a b");
+        assert_eq!(bad(|s| s.service = "a\0"), "service");
+        assert_eq!(bad(|s| s.metric = ""), "metric");
+        assert_eq!(bad(|s| s.value = f64::INFINITY), "value");
+        assert_eq!(bad(|s| s.count = 0), "count");
+        assert_eq!(bad(|s| s.timestamp = i64::MAX), "timestamp");
+        assert_eq!(bad(|s| s.timestamp = -1), "timestamp");
+        assert_eq!(bad(|s| s.tags = vec![("k", "v"); 17]), "tags");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::producer::FutureRecord;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
-use tidemark_core::backlog::{sample_size, Backlog};
+use tidemark_core::backlog::{sample_size, Backlog, MESSAGE_OVERHEAD};
 use tidemark_core::series::partition_of;
 use tidemark_core::Sample;
 use tidemark_schemas::{encode_sample_batch_of_datums, write_sample_datum, Chunk, SampleRef};
@@ -432,7 +432,10 @@ impl PartitionWorker {
         }
         let size = std::mem::take(&mut self.current_count);
         let backlog = std::mem::take(&mut self.current_backlog);
-        let reserved = self.backlog.clone().map(|b| (b, self.partition, backlog));
+        let reserved = self.backlog.clone().map(|b| {
+            b.add(self.partition, MESSAGE_OVERHEAD);
+            (b, self.partition, backlog + MESSAGE_OVERHEAD)
+        });
         let ack = BatchAck {
             receipts: std::mem::take(&mut self.current_receipts),
             reserved,

@@ -69,13 +69,17 @@ async fn a_stale_owner_cannot_commit() {
     // Two owners both started with no stored offset; the first to flush wins.
     let first = owner(Fence::Absent, 0, 10);
     let stale = owner(Fence::Absent, 0, 12);
-    let out = store::flush(&pool, TOPIC, "c1", &first).await.unwrap();
+    let out = store::flush(&pool, TOPIC, "c1", &first, None)
+        .await
+        .unwrap();
     assert_eq!(
         (out.committed.as_slice(), out.fenced.as_slice()),
         (&[0][..], &[][..])
     );
     assert_eq!(stored(&pool).await, (10, 10));
-    let out = store::flush(&pool, TOPIC, "c1", &stale).await.unwrap();
+    let out = store::flush(&pool, TOPIC, "c1", &stale, None)
+        .await
+        .unwrap();
     assert_eq!(
         (out.committed.as_slice(), out.fenced.as_slice()),
         (&[][..], &[0][..]),
@@ -92,7 +96,7 @@ async fn a_stale_owner_cannot_commit() {
     let next = owner(Fence::Row(10, "c1".into()), 10, 15);
     let stale = owner(Fence::Row(10, "c1".into()), 10, 14);
     assert_eq!(
-        store::flush(&pool, TOPIC, "c1", &next)
+        store::flush(&pool, TOPIC, "c1", &next, None)
             .await
             .unwrap()
             .committed,
@@ -100,7 +104,7 @@ async fn a_stale_owner_cannot_commit() {
     );
     assert_eq!(stored(&pool).await, (15, 15));
     assert_eq!(
-        store::flush(&pool, TOPIC, "c1", &stale)
+        store::flush(&pool, TOPIC, "c1", &stale, None)
             .await
             .unwrap()
             .fenced,
@@ -112,7 +116,7 @@ async fn a_stale_owner_cannot_commit() {
     // read that very row.
     let moved = owner(Fence::Row(15, "c1".into()), 0, 3);
     assert_eq!(
-        store::flush(&pool, TOPIC, "c2", &moved)
+        store::flush(&pool, TOPIC, "c2", &moved, None)
             .await
             .unwrap()
             .committed,
@@ -124,7 +128,7 @@ async fn a_stale_owner_cannot_commit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flushes_merge_into_stored_buckets() {
     let (_, pool) = fresh_database().await;
-    store::flush(&pool, TOPIC, "c", &owner(Fence::Absent, 0, 50))
+    store::flush(&pool, TOPIC, "c", &owner(Fence::Absent, 0, 50), None)
         .await
         .unwrap();
     let out = store::flush(
@@ -132,6 +136,7 @@ async fn flushes_merge_into_stored_buckets() {
         TOPIC,
         "c",
         &owner(Fence::Row(50, "c".into()), 50, 100),
+        None,
     )
     .await
     .unwrap();
@@ -181,7 +186,7 @@ async fn a_bucket_row_created_meanwhile_is_merged_not_overwritten() {
     let mover = owner_of(1, Fence::Absent, 0, 5);
     let flush = {
         let pool = pool.clone();
-        tokio::spawn(async move { store::flush(&pool, TOPIC, "c", &mover).await })
+        tokio::spawn(async move { store::flush(&pool, TOPIC, "c", &mover, None).await })
     };
     wait_for_lock_waiter(&pool).await;
     creator.commit().await.unwrap();
@@ -191,7 +196,7 @@ async fn a_bucket_row_created_meanwhile_is_merged_not_overwritten() {
         "the flush must not overwrite a row created meanwhile: {raced:?}"
     );
 
-    let out = store::flush(&pool, TOPIC, "c", &owner_of(1, Fence::Absent, 0, 5))
+    let out = store::flush(&pool, TOPIC, "c", &owner_of(1, Fence::Absent, 0, 5), None)
         .await
         .unwrap();
     assert_eq!(out.committed, vec![1]);
