@@ -6,12 +6,14 @@ use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use sqlx::PgPool;
+use tidemark_aggregator::progress::{stalled, Progress};
 use tidemark_aggregator::{Aggregator, AggregatorDeps};
 use tidemark_alerter::Alerter;
 use tidemark_api::{Api, ApiDeps};
 use tidemark_core::auth::KeyStore;
 use tidemark_core::backlog::Backlog;
-use tidemark_core::http::{Ops, ReadyCheck};
+use tidemark_core::http::{Ops, ReadyCheck, ReadyDetail};
+use tidemark_core::serve::ServeLimits;
 use tidemark_core::{db, hot, kafka, telemetry, Config};
 use tidemark_ingest::{Ingest, IngestDeps};
 use tokio::task::JoinSet;
@@ -103,7 +105,54 @@ impl Shared {
                 ("redis", redis_check),
                 ("kafka", kafka_check),
             ],
+            details: Vec::new(),
         }
+    }
+
+    /// The aggregator's ops routes: `/readyz` also fails when a partition it owns applied
+    /// nothing for a while although messages wait, and shows the quarantined messages
+    /// that wait for a replay.
+    fn aggregator_ops(&self, config: &Config, progress: Arc<Progress>) -> Ops {
+        let pool = self.pool.clone();
+        let quarantine: ReadyDetail = Arc::new(move || {
+            let pool = pool.clone();
+            Box::pin(async move {
+                match tidemark_aggregator::quarantine::pending(&pool).await {
+                    Ok((waiting, newest)) => serde_json::json!({
+                        "waiting": waiting,
+                        "newest_reason": newest,
+                        "see": "tidemark quarantine list",
+                    }),
+                    Err(_) => "unknown: Postgres unreachable".into(),
+                }
+            })
+        });
+        let (client, topic) = (self.metadata_client.clone(), config.topics.samples.clone());
+        let applying: ReadyCheck = Arc::new(move || {
+            let (client, topic, progress) = (client.clone(), topic.clone(), progress.clone());
+            Box::pin(async move {
+                tokio::task::spawn_blocking(move || {
+                    let snapshot = progress.snapshot(std::time::Instant::now());
+                    let stalled = stalled(&snapshot, |p| {
+                        client
+                            .fetch_watermarks(&topic, p, Duration::from_secs(1))
+                            .ok()
+                            .map(|w| w.1)
+                    });
+                    if stalled.is_empty() {
+                        Ok(())
+                    } else {
+                        Err(stalled.join("; "))
+                    }
+                })
+                .await
+                .unwrap_or_else(|_| Err("check failed".to_owned()))
+            })
+        });
+        let mut ops = self.ops(config);
+        ops.checks.push(("applying", applying));
+        ops.details.push(("quarantine", quarantine));
+        ops
     }
 }
 
@@ -159,12 +208,14 @@ pub async fn run(
                     backlog: shared.backlog.clone(),
                 };
                 let aggregator = Aggregator::build(config, deps).await?;
+                let progress = aggregator.progress();
                 tasks.spawn(aggregator.run(token));
                 if own_ops {
                     tasks.spawn(serve_ops(
                         config.aggregator_addr,
                         "the aggregator",
-                        shared.ops(config),
+                        shared.aggregator_ops(config, progress),
+                        ServeLimits::from_config(config),
                         shutdown.clone(),
                     ));
                 }
@@ -195,12 +246,13 @@ async fn serve_ops(
     addr: std::net::SocketAddr,
     what: &str,
     ops: Ops,
+    limits: ServeLimits,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let listener = tidemark_core::http::bind(addr, what).await?;
+    let listener = tidemark_core::serve::bind(addr, what).await?;
     let router = tidemark_core::http::with_common_layers(
         tidemark_core::http::ops_router(ops),
         Duration::from_secs(10),
     );
-    tidemark_core::http::serve(listener, router, shutdown).await
+    tidemark_core::serve::serve(listener, router, limits, shutdown).await
 }

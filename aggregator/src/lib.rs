@@ -2,25 +2,28 @@
 //! periodically applies them to Postgres together with the consumed offsets (one
 //! transaction), then refreshes the Redis hot copy.
 //!
-//! Offsets live in Postgres, not in Kafka: on (re)assignment a partition resumes from the
+//! Which partitions an aggregator reads is decided by leases in Postgres (`lease`), not
+//! by a Kafka consumer group: the consumer is assigned exactly the partitions whose
+//! leases it holds. Offsets live in Postgres too: a partition gained resumes from the
 //! offset stored with the buckets, skipping what is already applied. A flush commits a
 //! partition only if its stored offset is still the one its deltas started from, which
-//! fences off a stale owner after a rebalance.
+//! fences off a stale owner.
 
 pub mod hot;
+pub mod lease;
+pub mod progress;
+pub mod quarantine;
 pub mod replay;
 pub mod state;
 pub mod store;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
-};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message;
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use sqlx::PgPool;
 use tidemark_core::backlog::Backlog;
 use tidemark_core::backoff::Backoff;
@@ -29,7 +32,9 @@ use tidemark_core::Config;
 use tokio_util::sync::CancellationToken;
 
 use crate::hot::{HotBucket, HotWriter};
-use crate::state::{Fence, OnGap, PartitionState, SeriesCache};
+use crate::lease::{LeaseConfig, Owned};
+use crate::progress::Progress;
+use crate::state::{Fence, Isolation, OnGap, PartitionState, QuarantineKind, SeriesCache};
 
 /// Flush early when this many samples wait in memory: about 3 s (the default flush
 /// interval) at 650k samples/s.
@@ -40,61 +45,8 @@ const REFETCH_PAUSE: Duration = Duration::from_millis(10);
 /// How often applied idempotency chunks older than the retention are forgotten.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(300);
 
-/// Records partitions a rebalance took away or handed over, for the consume loop to
-/// drop or resume.
-#[derive(Default)]
-pub struct RebalanceContext {
-    revoked: PartitionList,
-    assigned: PartitionList,
-}
-
-/// Partitions handed from librdkafka's rebalance callbacks to the consume loop.
-#[derive(Default)]
-struct PartitionList(Mutex<Vec<i32>>);
-
-impl PartitionList {
-    fn add(&self, partitions: impl IntoIterator<Item = i32>) {
-        self.0
-            .lock()
-            .expect("partition list lock")
-            .extend(partitions);
-    }
-
-    fn take(&self) -> Vec<i32> {
-        std::mem::take(&mut *self.0.lock().expect("partition list lock"))
-    }
-
-    fn remove(&self, partitions: &[i32]) {
-        self.0
-            .lock()
-            .expect("partition list lock")
-            .retain(|p| !partitions.contains(p));
-    }
-}
-
-impl ClientContext for RebalanceContext {}
-
-impl ConsumerContext for RebalanceContext {
-    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(tpl) = rebalance {
-            let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
-            // A partition still waiting to be resumed (Postgres was down) is no longer
-            // ours: seeking it would fail for good, and every retry costs the consume
-            // loop a round trip to the broker.
-            self.assigned.remove(&partitions);
-            self.revoked.add(partitions);
-        }
-    }
-
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(tpl) = rebalance {
-            self.assigned
-                .add(tpl.elements().iter().map(|e| e.partition()));
-        }
-    }
-}
-
-type Consumer_ = StreamConsumer<RebalanceContext>;
+/// How long a metadata request or a seek may take.
+const KAFKA_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Connections the role needs, opened by the caller.
 pub struct AggregatorDeps {
@@ -106,7 +58,7 @@ pub struct AggregatorDeps {
 }
 
 pub struct Aggregator {
-    consumer: Arc<Consumer_>,
+    consumer: Arc<StreamConsumer>,
     pool: PgPool,
     hot: HotWriter,
     topic: String,
@@ -116,11 +68,17 @@ pub struct Aggregator {
     states: HashMap<i32, PartitionState>,
     series: SeriesCache,
     backlog: Option<Arc<Backlog>>,
+    lease: LeaseConfig,
+    /// The leases this loop acts on; `states` holds the resumed ones.
+    owned: Owned,
+    /// Owned partitions not resumed yet (Postgres or the broker was unavailable).
+    pending: Vec<i32>,
+    progress: Arc<Progress>,
 }
 
 impl Aggregator {
     pub async fn build(config: &Config, deps: AggregatorDeps) -> anyhow::Result<Self> {
-        let consumer: Consumer_ = tidemark_core::kafka::client_config(&deps.brokers)
+        let consumer: StreamConsumer = tidemark_core::kafka::client_config(&deps.brokers)
             .set("group.id", format!("{}.aggregator", config.topics.prefix))
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
@@ -130,23 +88,12 @@ impl Aggregator {
             // sends at most 5 MiB, so librdkafka's 500 ms held an aggregator there to
             // about 20 MiB/s (docs/decisions.md).
             .set("fetch.wait.max.ms", "100")
-            .set(
-                "session.timeout.ms",
-                config.consumer_session_timeout.as_millis().to_string(),
-            )
-            .set(
-                "heartbeat.interval.ms",
-                (config.consumer_session_timeout.as_millis() / 3)
-                    .max(100)
-                    .to_string(),
-            )
-            .create_with_context(RebalanceContext::default())?;
+            .create()?;
         let brokers = deps.brokers.clone();
         let cluster_id = tokio::task::spawn_blocking(move || {
             tidemark_core::kafka::cluster_id(&brokers, Duration::from_secs(10))
         })
         .await??;
-        consumer.subscribe(&[&config.topics.samples])?;
         let hot = HotWriter::new(
             deps.redis,
             HotKeys::new(&config.topics.prefix),
@@ -163,29 +110,51 @@ impl Aggregator {
             states: HashMap::new(),
             series: SeriesCache::default(),
             backlog: deps.backlog,
+            lease: LeaseConfig {
+                topic: config.topics.samples.clone(),
+                owner: config
+                    .instance_id
+                    .clone()
+                    .unwrap_or_else(|| default_instance_id(config.aggregator_addr)),
+                ttl: config.lease_ttl,
+            },
+            owned: Owned::new(),
+            pending: Vec::new(),
+            progress: Arc::default(),
         })
+    }
+
+    /// What `/readyz` reads to tell a stalled aggregator.
+    pub fn progress(&self) -> Arc<Progress> {
+        self.progress.clone()
     }
 
     /// Consumes until `shutdown`, then flushes what it holds.
     pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        tracing::info!(topic = %self.topic, cluster_id = %self.cluster_id, "aggregator consuming");
+        tracing::info!(topic = %self.topic, cluster_id = %self.cluster_id, owner = %self.lease.owner, "aggregator consuming");
         let mut tick = tokio::time::interval(self.flush_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let consumer = self.consumer.clone();
         let mut prune = tokio::time::interval(PRUNE_INTERVAL);
+        let leases_stop = shutdown.child_token();
+        let (mut owned, leases) = self.spawn_leases(leases_stop.clone());
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
+                Ok(()) = owned.changed() => {
+                    let now = owned.borrow_and_update().clone();
+                    self.take_ownership(now).await;
+                }
                 _ = tick.tick() => {
-                    self.resume_assigned().await;
+                    self.resume_pending().await;
                     self.flush(&shutdown).await;
                 }
                 _ = prune.tick() => self.prune_chunks().await,
                 msg = consumer.recv() => match msg {
                     Ok(msg) => {
-                        self.drop_revoked();
-                        self.resume_assigned().await;
                         self.consume_with_retry(msg.partition(), msg.offset(), msg.payload().unwrap_or_default(), &shutdown).await;
+                        drop(msg);
+                        self.isolate_held(&shutdown).await;
                         if self.pending_samples() >= MAX_PENDING_SAMPLES {
                             self.flush(&shutdown).await;
                         }
@@ -197,10 +166,104 @@ impl Aggregator {
                 },
             }
         }
-        self.drop_revoked();
+        leases_stop.cancel();
+        let _ = leases.await;
         self.flush(&shutdown).await;
+        if let Err(e) = lease::release_all(&self.pool, &self.lease).await {
+            tracing::warn!(error = %e, "cannot release the partition leases; they pass to another aggregator once they expire");
+        }
         tracing::info!("aggregator drained");
         Ok(())
+    }
+
+    /// Renews and claims leases every third of the lease time, on a task of its own so
+    /// that a long flush never lets them lapse, and publishes what is held.
+    fn spawn_leases(
+        &self,
+        stop: CancellationToken,
+    ) -> (
+        tokio::sync::watch::Receiver<Owned>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let (tx, rx) = tokio::sync::watch::channel(Owned::new());
+        let (pool, config, consumer) =
+            (self.pool.clone(), self.lease.clone(), self.consumer.clone());
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(config.interval());
+            let mut partitions = 0;
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let (c, topic) = (consumer.clone(), config.topic.clone());
+                match tokio::task::spawn_blocking(move || {
+                    c.fetch_metadata(Some(&topic), KAFKA_TIMEOUT).map(|m| {
+                        m.topics()
+                            .first()
+                            .map_or(0, |t| t.partitions().len() as i32)
+                    })
+                })
+                .await
+                {
+                    Ok(Ok(n)) if n > 0 => partitions = n,
+                    _ => tracing::debug!("partition count not refreshed; keeping {partitions}"),
+                }
+                if partitions == 0 {
+                    continue;
+                }
+                match lease::round(&pool, &config, partitions).await {
+                    Ok(owned) => {
+                        tx.send_if_modified(|held| {
+                            let changed = *held != owned;
+                            *held = owned;
+                            changed
+                        });
+                    }
+                    Err(e) => {
+                        metrics::counter!("tidemark_aggregator_lease_errors_total").increment(1);
+                        tracing::warn!(error = %e, "cannot renew partition leases; retrying");
+                    }
+                }
+            }
+        });
+        (rx, task)
+    }
+
+    /// Acts on a change of the leases held: drops the partitions lost (their unflushed
+    /// deltas are re-read by the next owner), resumes those gained, and assigns the
+    /// consumer exactly the partitions held.
+    async fn take_ownership(&mut self, owned: Owned) {
+        let lost: Vec<i32> = self
+            .owned
+            .iter()
+            .filter(|(p, epoch)| owned.get(p) != Some(epoch))
+            .map(|(p, _)| *p)
+            .collect();
+        let gained: Vec<i32> = owned
+            .iter()
+            .filter(|(p, epoch)| self.owned.get(p) != Some(epoch))
+            .map(|(p, _)| *p)
+            .collect();
+        for p in &lost {
+            self.states.remove(p);
+            self.pending.retain(|q| q != p);
+            metrics::counter!("tidemark_aggregator_lease_changes_total", "change" => "lost")
+                .increment(1);
+            tracing::info!(partition = p, "partition lease lost; dropping what is not flushed (the next owner reads it again)");
+        }
+        for p in &gained {
+            metrics::counter!("tidemark_aggregator_lease_changes_total", "change" => "gained")
+                .increment(1);
+            tracing::info!(partition = p, epoch = owned[p], "partition lease gained");
+        }
+        metrics::gauge!("tidemark_aggregator_partitions_owned").set(owned.len() as f64);
+        self.owned = owned;
+        self.pending.extend(gained);
+        if !lost.is_empty() {
+            self.assign();
+        }
+        self.resume_pending().await;
     }
 
     async fn prune_chunks(&self) {
@@ -212,43 +275,71 @@ impl Aggregator {
     }
 
     fn pending_samples(&self) -> u64 {
-        self.states.values().map(|s| s.samples).sum()
+        self.states
+            .values()
+            .fold(0, |n, s| s.samples.saturating_add(n))
     }
 
-    fn drop_revoked(&mut self) {
-        for p in self.consumer.context().revoked.take() {
-            // Unflushed deltas are dropped: the next owner re-reads them from the stored offset.
-            self.states.remove(&p);
+    /// Resumes the owned partitions waiting for it, each from its stored offset, and
+    /// assigns the consumer the partitions held. One that cannot be resumed yet
+    /// (Postgres or the broker down) is tried again on the next tick.
+    async fn resume_pending(&mut self) {
+        if self.pending.is_empty() {
+            return;
         }
-    }
-
-    /// Resumes each newly assigned partition from its stored offset at once, rather than
-    /// on its first message: the consumer starts at Kafka's committed offset, which may
-    /// lie inside a record batch, and tansu then serves nothing until a later batch
-    /// arrives (so acknowledged samples would wait, unapplied, for more traffic). A
-    /// partition that cannot be resumed yet (Postgres or the broker down) is tried again
-    /// on the next tick.
-    async fn resume_assigned(&mut self) {
         let mut retry = Vec::new();
-        for partition in self.consumer.context().assigned.take() {
-            if let Err(e) = self.resume(partition).await {
+        for partition in std::mem::take(&mut self.pending) {
+            if let Err(e) = self.load_state(partition).await {
                 tracing::warn!(
                     partition,
                     error = format!("{e:#}"),
-                    "cannot resume assigned partition yet; retrying"
+                    "cannot resume partition yet; retrying"
                 );
                 retry.push(partition);
             }
         }
-        self.consumer.context().assigned.add(retry);
+        self.pending = retry;
+        self.assign();
     }
 
-    /// Loads `partition`'s stored offset and fetches from before any record batch that
-    /// could hold it; offsets already applied are skipped as they arrive.
-    async fn resume(&mut self, partition: i32) -> anyhow::Result<()> {
-        self.load_state(partition).await?;
-        let next = self.states[&partition].next_offset;
-        self.seek_back(partition, next - tidemark_core::kafka::MAX_BATCH_MESSAGES)
+    /// Assigns the consumer every resumed partition, each fetched from before any record
+    /// batch that could hold its next offset (offsets already applied are skipped as they
+    /// arrive). Waiting for the first message instead could wait forever: the consumer
+    /// would start at Kafka's committed offset, which may lie inside a record batch, and
+    /// tansu then serves nothing until a later batch arrives.
+    fn assign(&mut self) {
+        let mut partitions: Vec<i32> = self.states.keys().copied().collect();
+        partitions.sort_unstable();
+        let mut tpl = TopicPartitionList::new();
+        let mut failed = Vec::new();
+        for p in partitions {
+            let from = self.states[&p].next_offset - tidemark_core::kafka::MAX_BATCH_MESSAGES;
+            match self.fetch_start(p, from) {
+                Ok(from) => {
+                    let _ = tpl.add_partition_offset(&self.topic, p, Offset::Offset(from));
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        partition = p,
+                        error = format!("{e:#}"),
+                        "cannot place the partition's fetch yet; retrying"
+                    );
+                    failed.push(p);
+                }
+            }
+        }
+        for p in failed {
+            self.states.remove(&p);
+            self.pending.push(p);
+        }
+        if let Err(e) = self.consumer.assign(&tpl) {
+            tracing::warn!(error = %e, "cannot assign partitions; retrying");
+            self.pending.extend(self.states.drain().map(|(p, _)| p));
+        }
+        self.progress.own(
+            self.states.iter().map(|(p, st)| (*p, st.next_offset)),
+            Instant::now(),
+        );
     }
 
     /// Loads `partition`'s state from its stored offset unless it is held already.
@@ -260,9 +351,12 @@ impl Aggregator {
         Ok(())
     }
 
+    /// Folds the message at `offset` of `partition`, in order: one already applied is
+    /// skipped, one past the next offset to apply makes the consumer fetch again.
     async fn consume(&mut self, partition: i32, offset: i64, payload: &[u8]) -> anyhow::Result<()> {
-        self.load_state(partition).await?;
-        let st = self.states.get_mut(&partition).expect("loaded above");
+        let Some(st) = self.states.get_mut(&partition) else {
+            return Ok(()); // fetched before the partition's lease was lost
+        };
         if offset < st.next_offset {
             return Ok(()); // already applied
         }
@@ -280,22 +374,100 @@ impl Aggregator {
                 }
             }
         }
-        let series = &mut self.series;
-        match tidemark_schemas::with_sample_batch(payload, |batch| {
-            st.fold(offset, batch, series);
-            batch.samples.len()
-        }) {
+        if let Some(isolation) = &mut st.isolation {
+            // Past `until` only when offsets at the range's end are missing for good:
+            // the range then ends with this message.
+            isolation.held.push((offset, payload.to_vec()));
+            isolation.until = isolation.until.max(offset + 1);
+            st.next_offset = offset + 1;
+            return Ok(());
+        }
+        // A set-aside message is logged and counted once its flush commits.
+        match st.apply_guarded(offset, payload, &mut self.series) {
             Ok(folded) => {
                 metrics::counter!("tidemark_aggregator_samples_folded_total")
                     .increment(folded as u64);
             }
-            Err(e) => {
-                metrics::counter!("tidemark_aggregator_decode_errors_total").increment(1);
-                tracing::error!(partition, offset, error = %e, "skipping undecodable message");
-                st.skip(offset);
+            Err(panic) => {
+                tracing::error!(partition, offset, panic, "folding a message panicked; reading the partition again from its stored offset to set it aside");
+                self.start_isolation(partition, offset + 1)?;
             }
         }
         Ok(())
+    }
+
+    /// Applies the messages held by partitions whose isolation range is complete.
+    async fn isolate_held(&mut self, shutdown: &CancellationToken) {
+        let complete: Vec<i32> = self
+            .states
+            .iter()
+            .filter(|(_, st)| {
+                st.isolation
+                    .as_ref()
+                    .is_some_and(|i| st.next_offset >= i.until)
+            })
+            .map(|(p, _)| *p)
+            .collect();
+        for partition in complete {
+            self.isolate(partition, shutdown).await;
+        }
+    }
+
+    /// Applies a refused flush's messages of `partition` in ranges, halving a range that
+    /// Postgres refuses until the single message at fault is found; that one is
+    /// quarantined and the rest applied. A handful of flushes per bad message, instead
+    /// of one per message.
+    async fn isolate(&mut self, partition: i32, shutdown: &CancellationToken) {
+        let st = self
+            .states
+            .get_mut(&partition)
+            .expect("isolating a held partition");
+        let held = st.isolation.take().expect("isolating").held;
+        *st = st.reset();
+        tracing::warn!(
+            partition,
+            messages = held.len(),
+            "applying the refused flush's messages in ranges to find the one at fault"
+        );
+        let mut ranges = vec![&held[..]];
+        while let Some(range) = ranges.pop() {
+            let Some(st) = self.states.get_mut(&partition) else {
+                return; // revoked meanwhile: the next owner reads the range again
+            };
+            let panicked = range.iter().find_map(|(offset, payload)| {
+                st.apply_guarded(*offset, payload, &mut self.series).err()
+            });
+            let (kind, reason) = match panicked {
+                Some(panic) => (QuarantineKind::Panicked, panic),
+                None => match self.flush_with_retry(Some(partition), shutdown).await {
+                    Flush::Done => continue,
+                    Flush::Stopped => return,
+                    Flush::Refused(e) => (QuarantineKind::Refused, e.to_string()),
+                },
+            };
+            let st = self
+                .states
+                .get_mut(&partition)
+                .expect("held while flushing");
+            match range {
+                [] => {
+                    // Only the quarantine record was left to write.
+                    tracing::error!(partition, error = %reason, "Postgres refused to record a quarantined message; retrying");
+                    tokio::time::sleep(MAX_BACKOFF / 10).await;
+                    ranges.push(range);
+                }
+                [(offset, payload)] => {
+                    *st = st.reset();
+                    st.quarantine(*offset, payload, kind, reason);
+                    ranges.push(&[]);
+                }
+                _ => {
+                    *st = st.reset();
+                    let (left, right) = range.split_at(range.len() / 2);
+                    ranges.extend([right, left]);
+                }
+            }
+        }
     }
 
     /// Where a newly seen partition resumes: the stored offset, or the start of the log
@@ -335,13 +507,21 @@ impl Aggregator {
         self.seek_back(partition, from)
     }
 
-    /// Makes the consumer fetch `partition` from `from` (at or before its next offset to
-    /// apply), or from the log start if that is later. A next offset below the log start
-    /// means samples expired from Kafka unapplied: logged, and consumed past.
+    /// Makes the consumer fetch `partition` again from `from` (see [`Self::fetch_start`]).
     fn seek_back(&mut self, partition: i32, from: i64) -> anyhow::Result<()> {
+        let from = self.fetch_start(partition, from)?;
+        self.consumer
+            .seek(&self.topic, partition, Offset::Offset(from), KAFKA_TIMEOUT)?;
+        Ok(())
+    }
+
+    /// Where to fetch `partition` from: `from` (at or before its next offset to apply),
+    /// or the log start if that is later. A next offset below the log start means
+    /// samples expired from Kafka unapplied: logged, and consumed past.
+    fn fetch_start(&mut self, partition: i32, from: i64) -> anyhow::Result<i64> {
         let low = tokio::task::block_in_place(|| {
             self.consumer
-                .fetch_watermarks(&self.topic, partition, Duration::from_secs(10))
+                .fetch_watermarks(&self.topic, partition, KAFKA_TIMEOUT)
         })?
         .0;
         let st = self.states.get_mut(&partition).expect("present");
@@ -355,17 +535,11 @@ impl Aggregator {
             );
             st.next_offset = low;
         }
-        self.consumer.seek(
-            &self.topic,
-            partition,
-            Offset::Offset(from.max(low)),
-            Duration::from_secs(10),
-        )?;
-        Ok(())
+        Ok(from.max(low))
     }
 
-    /// Handles one message, retrying (Postgres or Kafka may be down while a partition's
-    /// stored offset is read) until it succeeds or shutdown begins.
+    /// Handles one message, retrying (the broker may be unreachable when the partition
+    /// must be fetched again) until it succeeds or shutdown begins.
     async fn consume_with_retry(
         &mut self,
         partition: i32,
@@ -390,21 +564,88 @@ impl Aggregator {
         }
     }
 
-    /// Applies everything pending; retries with backoff while Postgres fails, consuming
-    /// nothing meanwhile, so no offset advances without its data.
+    /// Applies everything pending; retries with backoff while Postgres is unavailable,
+    /// consuming nothing meanwhile, so no offset advances without its data. When
+    /// Postgres refuses the data itself, the partitions are flushed one by one, and each
+    /// refused one re-reads its messages from the fence to isolate the one at fault.
     async fn flush(&mut self, shutdown: &CancellationToken) {
-        if !self.states.values().any(PartitionState::is_dirty) {
+        if !self.states.values().any(PartitionState::is_flushable) {
             return;
         }
+        let Flush::Refused(e) = self.flush_with_retry(None, shutdown).await else {
+            return;
+        };
+        tracing::warn!(error = %e, "Postgres refused a flush's data; flushing partitions one at a time");
+        let mut partitions: Vec<i32> = self
+            .states
+            .iter()
+            .filter(|(_, st)| st.is_flushable())
+            .map(|(p, _)| *p)
+            .collect();
+        partitions.sort_unstable();
+        for partition in partitions {
+            match self.flush_with_retry(Some(partition), shutdown).await {
+                Flush::Done => {}
+                Flush::Stopped => return,
+                Flush::Refused(_) => {
+                    let until = self.states[&partition].next_offset;
+                    if let Err(e) = self.start_isolation(partition, until) {
+                        // Not fetched again: drop the partition's deltas, so it resumes
+                        // from its stored offset as after a rebalance.
+                        tracing::warn!(
+                            partition,
+                            error = format!("{e:#}"),
+                            "cannot fetch the refused range again; resuming from the stored offset"
+                        );
+                        self.states.remove(&partition);
+                        self.pending.push(partition);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Drops the partition's deltas and fetches its messages again from the fence,
+    /// holding those before `until` (where the refused flush reached, or past the message
+    /// whose folding panicked).
+    fn start_isolation(&mut self, partition: i32, until: i64) -> anyhow::Result<()> {
+        let st = self
+            .states
+            .get_mut(&partition)
+            .expect("flushed partitions are held");
+        *st = st.reset();
+        st.isolation = Some(Isolation {
+            until,
+            held: Vec::new(),
+        });
+        let from = st.start;
+        self.seek_back(partition, from - tidemark_core::kafka::MAX_BATCH_MESSAGES)
+    }
+
+    /// One flush of the flushable partitions (all, or `only` one), retried while the
+    /// failure is a dependency's.
+    async fn flush_with_retry(&mut self, only: Option<i32>, shutdown: &CancellationToken) -> Flush {
         let mut backoff = Backoff::new(Duration::from_millis(100), MAX_BACKOFF);
         let started = std::time::Instant::now();
         loop {
-            match store::flush(&self.pool, &self.topic, &self.cluster_id, &self.states).await {
+            match store::flush(
+                &self.pool,
+                &self.topic,
+                &self.cluster_id,
+                &self.states,
+                only,
+            )
+            .await
+            {
                 Ok(out) => {
                     metrics::histogram!("tidemark_aggregator_flush_duration_seconds")
                         .record(started.elapsed().as_secs_f64());
                     self.after_commit(out).await;
-                    return;
+                    return Flush::Done;
+                }
+                Err(e) if e.is_data() => {
+                    metrics::counter!("tidemark_aggregator_flush_refused_total").increment(1);
+                    return Flush::Refused(e);
                 }
                 Err(e) => {
                     metrics::counter!("tidemark_aggregator_flush_errors_total").increment(1);
@@ -413,7 +654,7 @@ impl Aggregator {
                         tracing::warn!(
                             "giving up at shutdown; unflushed samples will be re-read from Kafka"
                         );
-                        return;
+                        return Flush::Stopped;
                     }
                     backoff.wait().await;
                 }
@@ -430,19 +671,7 @@ impl Aggregator {
             );
             self.states.remove(p);
         }
-        let hot: Vec<HotBucket<'_>> = out
-            .buckets
-            .iter()
-            .map(|w| {
-                (
-                    w.meta.service.as_str(),
-                    w.meta.metric.as_str(),
-                    w.meta.id,
-                    w.hour,
-                    &w.bucket,
-                )
-            })
-            .collect();
+        let hot: Vec<HotBucket<'_>> = out.buckets.iter().map(store::Written::hot).collect();
         self.hot.publish(&hot).await;
         drop(hot);
         let mut tpl = TopicPartitionList::new();
@@ -452,11 +681,17 @@ impl Aggregator {
                 .states
                 .get_mut(p)
                 .expect("committed partitions are held");
-            folded += st.samples;
+            folded = st.samples.saturating_add(folded);
+            for q in &st.quarantined {
+                metrics::counter!("tidemark_aggregator_quarantined_total", "reason" => q.kind.label())
+                    .increment(1);
+                log_quarantined(*p, q);
+            }
             if let Some(backlog) = &self.backlog {
                 backlog.release(*p, st.bytes);
             }
             *st = st.committed(&self.cluster_id);
+            self.progress.advanced(*p, st.next_offset, Instant::now());
             let _ = tpl.add_partition_offset(&self.topic, *p, Offset::Offset(st.next_offset));
         }
         metrics::counter!("tidemark_aggregator_samples_committed_total").increment(folded);
@@ -469,36 +704,30 @@ impl Aggregator {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use rdkafka::config::ClientConfig;
+/// How a flush ended.
+enum Flush {
+    Done,
+    /// Postgres refused the data; nothing of the flush was applied.
+    Refused(store::FlushError),
+    /// Shutdown began while a dependency was down; the deltas are re-read after restart.
+    Stopped,
+}
 
-    fn partitions(ps: &[i32]) -> TopicPartitionList {
-        let mut tpl = TopicPartitionList::new();
-        for &p in ps {
-            tpl.add_partition("samples", p);
-        }
-        tpl
-    }
+fn log_quarantined(partition: i32, q: &state::Quarantined) {
+    tracing::error!(
+        partition,
+        offset = q.offset,
+        reason = q.kind.label(),
+        detail = %q.reason,
+        "message quarantined; `tidemark quarantine list` shows it"
+    );
+}
 
-    #[test]
-    fn a_revoked_partition_is_no_longer_waiting_to_be_resumed() {
-        let consumer: BaseConsumer<RebalanceContext> = ClientConfig::new()
-            .set("group.id", "rebalance-test")
-            .create_with_context(RebalanceContext::default())
-            .unwrap();
-        let ctx = consumer.context();
-        ctx.post_rebalance(&consumer, &Rebalance::Assign(&partitions(&[0, 1, 2])));
-        // The consume loop could not resume 1 and 2 (Postgres down) and keeps them.
-        let assigned = ctx.assigned.take();
-        assert_eq!(assigned, vec![0, 1, 2]);
-        ctx.assigned.add([1, 2]);
-
-        ctx.pre_rebalance(&consumer, &Rebalance::Revoke(&partitions(&[0, 1])));
-        ctx.post_rebalance(&consumer, &Rebalance::Assign(&partitions(&[3])));
-
-        assert_eq!(ctx.revoked.take(), vec![0, 1]);
-        assert_eq!(ctx.assigned.take(), vec![2, 3]);
-    }
+/// An identity that survives a restart on the same host and address, so a restarted
+/// aggregator resumes its own leases at once.
+fn default_instance_id(addr: std::net::SocketAddr) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".to_owned());
+    format!("{host}/{addr}")
 }

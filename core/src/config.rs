@@ -44,10 +44,15 @@ const DEFAULTS: &[(&str, Option<&str>)] = &[
     ("max_series_per_service", Some("1000")),
     ("flush_interval", Some("3s")),
     ("db_max_connections", Some("10")),
-    ("consumer_session_timeout", Some("10s")),
+    ("lease_ttl", Some("6s")),
+    ("instance_id", None),
     ("latency_metric", Some("http.server.duration")),
     ("idempotency_retention", Some("24h")),
     ("max_inflight_samples", Some("200000")),
+    ("header_read_timeout", Some("10s")),
+    ("idle_timeout", Some("60s")),
+    ("max_connections", None),
+    ("shutdown_timeout", Some("10s")),
 ];
 
 /// The environment variables Tidemark reads (the contract of SPEC §7 plus tuning knobs).
@@ -74,10 +79,15 @@ pub const ENV_VARS: &[&str] = &[
     "TIDEMARK_MAX_SERIES_PER_SERVICE",
     "TIDEMARK_FLUSH_INTERVAL",
     "TIDEMARK_DB_MAX_CONNECTIONS",
-    "TIDEMARK_CONSUMER_SESSION_TIMEOUT",
+    "TIDEMARK_LEASE_TTL",
+    "TIDEMARK_INSTANCE_ID",
     "TIDEMARK_LATENCY_METRIC",
     "TIDEMARK_IDEMPOTENCY_RETENTION",
     "TIDEMARK_MAX_INFLIGHT_SAMPLES",
+    "TIDEMARK_HEADER_READ_TIMEOUT",
+    "TIDEMARK_IDLE_TIMEOUT",
+    "TIDEMARK_MAX_CONNECTIONS",
+    "TIDEMARK_SHUTDOWN_TIMEOUT",
 ];
 
 /// A value that must never be printed: connection strings and tokens.
@@ -146,13 +156,25 @@ pub struct Config {
     pub max_series_per_service: u32,
     pub flush_interval: Duration,
     pub db_max_connections: u32,
-    pub consumer_session_timeout: Duration,
+    /// How long an aggregator's partition lease holds without renewal.
+    pub lease_ttl: Duration,
+    /// The aggregator's identity for partition leases (default: host and aggregator
+    /// address, stable across restarts).
+    pub instance_id: Option<String>,
     /// The metric whose quantiles a service's health view reports as its latency.
     pub latency_metric: String,
     /// How long a retry with the same Idempotency-Key is recognised.
     pub idempotency_retention: Duration,
     /// Samples ingest may hold awaiting the broker; past it requests get 503 at once.
     pub max_inflight_samples: u32,
+    /// How long a client may take to send a request head.
+    pub header_read_timeout: Duration,
+    /// How long a connection may stay open with no request in flight.
+    pub idle_timeout: Duration,
+    /// Open connections per process; `None` leaves it to the open-file limit.
+    pub max_connections: Option<usize>,
+    /// How long shutdown waits for open connections before closing them.
+    pub shutdown_timeout: Duration,
 }
 
 /// A configuration error, naming the variable at fault.
@@ -237,6 +259,16 @@ impl Config {
                 "must be 1..=1024",
             ));
         }
+        let lease_ttl = get_duration(v, "lease_ttl")?;
+        if lease_ttl < Duration::from_secs(1) {
+            return Err(invalid("lease_ttl", &v["lease_ttl"], "must be at least 1s"));
+        }
+        let max_connections = opt("max_connections")
+            .map(|_| get::<usize>(v, "max_connections"))
+            .transpose()?;
+        if max_connections == Some(0) {
+            return Err(invalid("max_connections", "0", "must be at least 1"));
+        }
         Ok(Self {
             kafka_brokers: opt("kafka_brokers"),
             database_url: Secret::new(get::<String>(v, "database_url")?),
@@ -260,10 +292,15 @@ impl Config {
             max_series_per_service: get(v, "max_series_per_service")?,
             flush_interval: get_duration(v, "flush_interval")?,
             db_max_connections: get(v, "db_max_connections")?,
-            consumer_session_timeout: get_duration(v, "consumer_session_timeout")?,
+            lease_ttl,
+            instance_id: opt("instance_id"),
             latency_metric: get(v, "latency_metric")?,
             idempotency_retention: get_duration(v, "idempotency_retention")?,
             max_inflight_samples: get(v, "max_inflight_samples")?,
+            header_read_timeout: get_duration(v, "header_read_timeout")?,
+            idle_timeout: get_duration(v, "idle_timeout")?,
+            max_connections,
+            shutdown_timeout: get_duration(v, "shutdown_timeout")?,
         })
     }
 
@@ -341,6 +378,8 @@ mod tests {
         assert_eq!(c.topics.samples, "tidemark.samples");
         assert_eq!(c.max_sample_age, Duration::from_secs(7 * 86_400));
         assert!(c.kafka_brokers.is_none());
+        assert_eq!(c.header_read_timeout, Duration::from_secs(10));
+        assert!(c.max_connections.is_none(), "left to the open-file limit");
     }
 
     #[test]
@@ -355,6 +394,11 @@ mod tests {
         assert!(err.to_string().starts_with("TIDEMARK_INGEST_ADDR"), "{err}");
         let err = Config::from_overrides([("linger", "5 parsecs")]).unwrap_err();
         assert!(err.to_string().starts_with("TIDEMARK_LINGER"), "{err}");
+        let err = Config::from_overrides([("max_connections", "0")]).unwrap_err();
+        assert!(
+            err.to_string().starts_with("TIDEMARK_MAX_CONNECTIONS"),
+            "{err}"
+        );
         let err = Config::from_overrides([("topic_prefix", "a b")]).unwrap_err();
         assert!(
             err.to_string().starts_with("TIDEMARK_TOPIC_PREFIX"),

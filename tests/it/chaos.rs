@@ -35,16 +35,23 @@ impl Cluster {
         // Enough partitions for both aggregators to own some.
         let (name, value) = SEVERAL_PARTITIONS;
         p.env.push((name.to_owned(), value.to_owned()));
-        let mut ingests = Vec::new();
-        for _ in 0..2 {
+        Self::of(p, 2, 2).await
+    }
+
+    /// `ingests` ingests, `aggregators` aggregators and an API on `p`'s settings.
+    async fn of(p: Pipeline, ingests: usize, aggregators: usize) -> Self {
+        let mut ingest_processes = Vec::new();
+        for _ in 0..ingests {
             let addr = free_addr();
-            ingests.push((addr, p.start_at("ingest", addr).await));
+            ingest_processes.push((addr, p.start_at("ingest", addr).await));
         }
-        let mut aggregators = Vec::new();
-        for _ in 0..2 {
+        let ingests = ingest_processes;
+        let mut aggregator_processes = Vec::new();
+        for _ in 0..aggregators {
             let addr = free_addr();
-            aggregators.push((addr, p.start_at("aggregator", addr).await));
+            aggregator_processes.push((addr, p.start_at("aggregator", addr).await));
         }
+        let aggregators = aggregator_processes;
         let api = p.start("api").await;
         Self {
             p,
@@ -73,8 +80,12 @@ impl Cluster {
 
     /// Starts the scenario's client on both ingests, with requests generated from `seed`.
     fn load(&self, seed: u64, pace: Duration, retry: Retry) -> Load {
+        self.load_of(requests(seed, 200_000), pace, retry)
+    }
+
+    fn load_of(&self, requests: Vec<(Value, Tally)>, pace: Duration, retry: Retry) -> Load {
         let ingests = self.ingests.iter().map(|i| i.0).collect();
-        Load::start(ingests, self.p.token.clone(), requests(seed), pace, retry)
+        Load::start(ingests, self.p.token.clone(), requests, pace, retry)
     }
 
     async fn restart_ingest(&mut self, i: usize) {
@@ -190,8 +201,8 @@ impl Load {
     }
 }
 
-fn requests(seed: u64) -> Vec<(Value, Tally)> {
-    generate_requests(seed, 200_000, 4, chrono::Utc::now().timestamp_millis())
+fn requests(seed: u64, samples: usize) -> Vec<(Value, Tally)> {
+    generate_requests(seed, samples, 4, chrono::Utc::now().timestamp_millis())
 }
 
 /// Waits until Postgres holds every acknowledged sample, compares exactly, prints the
@@ -311,23 +322,98 @@ async fn chaos_aggregator_sigkilled_20_times() {
     settle("aggregator_sigkill", seed, &mut c, report, Instant::now()).await;
 }
 
+/// Poison messages written by a raw producer into a steady load while the aggregators
+/// are SIGKILLed: a tag value with U+0000, garbage bytes, and a batch Postgres refuses (a
+/// CHECK constraint of the test's). Every acknowledged sample is stored exactly, every
+/// poison message is in the quarantine once, and nothing else is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_poison_messages_with_aggregator_sigkills() {
+    use rdkafka::producer::FutureProducer;
+
+    let seed = 1007;
+    println!("chaos poison seed={seed}");
+    let mut c = Cluster::start(&[]).await;
+    sqlx::query("ALTER TABLE series ADD CONSTRAINT refuse_poison CHECK (metric <> 'poison')")
+        .execute(&c.p.pool)
+        .await
+        .unwrap();
+    let load = c.load(seed, Duration::from_millis(100), Retry::Never);
+    let producer: FutureProducer =
+        tidemark_core::kafka::producer_config(&c.p.brokers, Duration::from_secs(10))
+            .create()
+            .unwrap();
+    let topic = format!("{}.samples", c.p.prefix);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut poison = std::collections::BTreeSet::new();
+    for kill in 1..=6 {
+        for i in 0..5 {
+            let payload = match i % 3 {
+                0 => crate::quarantine::batch("m", 1.0, &[("k", "nul\0here")]),
+                1 => [&[0xC3, 0x01][..], format!("garbage {kill}-{i}").as_bytes()].concat(),
+                _ => crate::quarantine::batch("poison", 1.0, &[]),
+            };
+            let partition = rng.gen_range(0..6);
+            let record = rdkafka::producer::FutureRecord::<'_, (), [u8]>::to(&topic)
+                .partition(partition)
+                .payload(&payload);
+            let offset = producer
+                .send(record, Duration::from_secs(10))
+                .await
+                .unwrap()
+                .offset;
+            poison.insert((partition, offset));
+            tokio::time::sleep(Duration::from_millis(rng.gen_range(0..200))).await;
+        }
+        wait_for_progress(&c.p, &format!("before kill {kill}")).await;
+        let victim = rng.gen_range(0..2);
+        c.aggregators[victim].1.sigkill();
+        c.restart_aggregator(victim).await;
+    }
+    let report = load.finish().await;
+    settle("poison", seed, &mut c, report, Instant::now()).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let rows: Vec<(i32, i64)> =
+            sqlx::query_as("SELECT partition, \"offset\" FROM quarantine ORDER BY 1, 2")
+                .fetch_all(&c.p.pool)
+                .await
+                .unwrap();
+        let found: std::collections::BTreeSet<(i32, i64)> = rows.iter().copied().collect();
+        assert_eq!(
+            found.len(),
+            rows.len(),
+            "each poison message quarantined once"
+        );
+        if found == poison || Instant::now() > deadline {
+            assert_eq!(
+                found, poison,
+                "every poison message, and nothing else, in quarantine"
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!("chaos poison: {} poison messages quarantined", poison.len());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_stale_owner_after_rebalance_is_fenced() {
     let seed = 1003;
     println!("chaos stale_owner seed={seed}");
-    let mut c = Cluster::start(&[]).await;
+    // A lease time the pauses below outlast.
+    let mut c = Cluster::start(&[("TIDEMARK_LEASE_TTL", "3s")]).await;
     let load = c.load(seed, Duration::from_millis(100), Retry::Never);
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     for round in 1..=4 {
         let victim = rng.gen_range(0..2);
         wait_for_progress(&c.p, &format!("before round {round}")).await;
-        // Frozen past its session timeout, the victim loses its partitions while it still
+        // Frozen past its lease time, the victim loses its partitions while it still
         // holds unflushed deltas; woken, it tries to commit them as a stale owner.
         signal(&c.aggregators[victim].1, "-STOP");
         tokio::time::sleep(Duration::from_millis(rng.gen_range(4_000..6_000))).await;
         signal(&c.aggregators[victim].1, "-CONT");
         wait_for_progress(&c.p, &format!("after round {round}")).await;
-        // And a plain crash of the other one, forcing another rebalance.
+        // And a plain crash of the other one, moving partitions again.
         c.aggregators[1 - victim].1.sigkill();
         c.restart_aggregator(1 - victim).await;
     }
@@ -712,4 +798,123 @@ async fn chaos_broker_unreachable_for_30s() {
         "ingest answered 503 while the broker was down"
     );
     settle("broker_outage", seed, &mut c, report, up_at).await;
+}
+
+/// Waits until Postgres holds more than it did when called, and returns how long that
+/// took (the time for a restarted or standby aggregator to apply new messages).
+async fn time_to_progress(p: &Pipeline, what: &str) -> Duration {
+    let start = Instant::now();
+    let before = stored_count(&p.pool).await;
+    while stored_count(&p.pool).await == before {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "nothing applied within 60 s {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    start.elapsed()
+}
+
+/// `min / median / max` of failover times, in seconds.
+fn distribution(times: &mut [Duration]) -> String {
+    times.sort();
+    let s = |d: Duration| format!("{:.2}", d.as_secs_f64());
+    format!(
+        "min {} / median {} / max {} s over {}",
+        s(times[0]),
+        s(times[times.len() / 2]),
+        s(times[times.len() - 1]),
+        times.len()
+    )
+}
+
+/// The bound an operator relies on: a replacement applies new messages this soon.
+const FAILOVER_BOUND: Duration = Duration::from_secs(10);
+
+/// One aggregator SIGKILLed 20 times at random moments under load and restarted: after
+/// each restart it applies new messages within [`FAILOVER_BOUND`], and in the end
+/// exactly what was acknowledged is stored.
+async fn restarts_after_sigkill(name: &str, seed: u64, partitions: Option<(&str, &str)>) {
+    println!("chaos {name} seed={seed}");
+    let mut p = Pipeline::new(&[]).await;
+    p.env
+        .extend(partitions.map(|(k, v)| (k.to_owned(), v.to_owned())));
+    let mut c = Cluster::of(p, 1, 1).await;
+    let load = c.load_of(
+        requests(seed, 400_000),
+        Duration::from_millis(150),
+        Retry::Never,
+    );
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut times = Vec::new();
+    for kill in 1..=20 {
+        wait_for_progress(&c.p, &format!("before kill {kill}")).await;
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(0..2000))).await;
+        c.aggregators[0].1.sigkill();
+        c.restart_aggregator(0).await;
+        times.push(time_to_progress(&c.p, &format!("after restart {kill}")).await);
+    }
+    let report = load.finish().await;
+    println!(
+        "chaos {name}: restarted aggregator applying again: {}",
+        distribution(&mut times)
+    );
+    assert!(
+        times.iter().all(|t| *t <= FAILOVER_BOUND),
+        "{name}: every restart applies within {FAILOVER_BOUND:?}: {times:?}"
+    );
+    settle(name, seed, &mut c, report, Instant::now()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_failover_restarts_with_the_default_partitions() {
+    restarts_after_sigkill("failover_restart_default", 1011, None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_failover_restarts_with_six_partitions() {
+    restarts_after_sigkill("failover_restart_six", 1012, Some(SEVERAL_PARTITIONS)).await;
+}
+
+/// Two aggregators on the default single partition: the owner is SIGKILLed five times
+/// (and comes back as the standby); each time the standby takes over and applies new
+/// messages within [`FAILOVER_BOUND`].
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_failover_standby_takes_over() {
+    let seed = 1013;
+    println!("chaos failover_standby seed={seed}");
+    let mut c = Cluster::of(Pipeline::new(&[]).await, 1, 2).await;
+    let load = c.load_of(
+        requests(seed, 300_000),
+        Duration::from_millis(150),
+        Retry::Never,
+    );
+    let mut times = Vec::new();
+    for kill in 1..=5 {
+        wait_for_progress(&c.p, &format!("before kill {kill}")).await;
+        let owner: String = sqlx::query_scalar(
+            "SELECT owner FROM partition_leases WHERE partition = 0 AND owner IS NOT NULL",
+        )
+        .fetch_one(&c.p.pool)
+        .await
+        .unwrap();
+        let victim = c
+            .aggregators
+            .iter()
+            .position(|(addr, _)| owner.ends_with(&format!("/{addr}")))
+            .unwrap_or_else(|| panic!("lease owner {owner} is one of the aggregators"));
+        c.aggregators[victim].1.sigkill();
+        times.push(time_to_progress(&c.p, &format!("after kill {kill}")).await);
+        c.restart_aggregator(victim).await;
+    }
+    let report = load.finish().await;
+    println!(
+        "chaos failover_standby: standby applying after the owner's SIGKILL: {}",
+        distribution(&mut times)
+    );
+    assert!(
+        times.iter().all(|t| *t <= FAILOVER_BOUND),
+        "the standby takes over within {FAILOVER_BOUND:?}: {times:?}"
+    );
+    settle("failover_standby", seed, &mut c, report, Instant::now()).await;
 }

@@ -36,26 +36,7 @@ pub fn unique(prefix: &str) -> String {
 
 /// Creates an empty database and returns its URL and a pool on it, migrated.
 pub async fn fresh_database() -> (String, PgPool) {
-    let admin_url = env(
-        "TIDEMARK_TEST_DATABASE_URL",
-        "postgres://postgres@127.0.0.1:5432/postgres",
-    );
-    let name = unique("tm_it_");
-    let admin = PgPool::connect(&admin_url)
-        .await
-        .expect("connect to the test Postgres");
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&admin)
-        .await
-        .unwrap();
-    admin.close().await;
-    let url = match admin_url.rsplit_once('/') {
-        Some((base, _)) => format!("{base}/{name}"),
-        None => panic!("database URL without a path: {admin_url}"),
-    };
-    let pool = PgPool::connect(&url).await.unwrap();
-    tidemark_core::db::migrate(&pool).await.unwrap();
-    (url, pool)
+    tidemark_core::db::fresh_test_database().await
 }
 
 /// A free loopback address for a role to listen on, from ports 20000–32767. Those lie
@@ -161,7 +142,6 @@ impl Pipeline {
             ("TIDEMARK_INGEST_ADDR", ingest.to_string()),
             ("TIDEMARK_API_ADDR", api.to_string()),
             ("TIDEMARK_AGGREGATOR_ADDR", aggregator.to_string()),
-            ("TIDEMARK_CONSUMER_SESSION_TIMEOUT", "3s".to_owned()),
             ("TIDEMARK_FLUSH_INTERVAL", "200ms".to_owned()),
             ("TIDEMARK_LOG", "warn".to_owned()),
         ]
