@@ -148,6 +148,7 @@ impl Aggregator {
                 _ = tick.tick() => {
                     self.resume_pending().await;
                     self.flush(&shutdown).await;
+                    self.export_idle();
                 }
                 _ = prune.tick() => self.prune_chunks().await,
                 msg = consumer.recv() => match msg {
@@ -230,6 +231,13 @@ impl Aggregator {
         (rx, task)
     }
 
+    /// Exports how long each owned partition has gone without a flush advancing it.
+    fn export_idle(&self) {
+        for (p, _, idle) in self.progress.snapshot(Instant::now()) {
+            idle_gauge(p).set(idle.as_secs_f64());
+        }
+    }
+
     /// Acts on a change of the leases held: drops the partitions lost (their unflushed
     /// deltas are re-read by the next owner), resumes those gained, and assigns the
     /// consumer exactly the partitions held.
@@ -248,6 +256,7 @@ impl Aggregator {
         for p in &lost {
             self.states.remove(p);
             self.pending.retain(|q| q != p);
+            idle_gauge(*p).set(0.0);
             metrics::counter!("tidemark_aggregator_lease_changes_total", "change" => "lost")
                 .increment(1);
             tracing::info!(partition = p, "partition lease lost; dropping what is not flushed (the next owner reads it again)");
@@ -702,6 +711,12 @@ impl Aggregator {
             }
         }
     }
+}
+
+/// Seconds since a flush last advanced the partition; 0 once it is no longer owned
+/// (`tidemark_aggregator_partitions_owned` says how many are).
+fn idle_gauge(partition: i32) -> metrics::Gauge {
+    metrics::gauge!("tidemark_aggregator_partition_idle_seconds", "partition" => partition.to_string())
 }
 
 /// How a flush ended.

@@ -174,6 +174,12 @@ async fn poison_messages_are_quarantined_and_the_rest_applied() {
         );
     }
 
+    assert!(
+        metrics.contains("tidemark_aggregator_partitions_owned 1")
+            && metrics.contains("tidemark_aggregator_partition_idle_seconds{partition=\"0\"}"),
+        "lease and progress metrics"
+    );
+
     // The pipeline goes on.
     produce(&producer, &topics.samples, &batch("m", 5.0, &[])).await;
     wait_stored(&p.pool, 4).await;
