@@ -55,40 +55,11 @@ const DEFAULTS: &[(&str, Option<&str>)] = &[
     ("shutdown_timeout", Some("10s")),
 ];
 
-/// The environment variables Tidemark reads (the contract of SPEC §7 plus tuning knobs).
-pub const ENV_VARS: &[&str] = &[
-    "TIDEMARK_KAFKA_BROKERS",
-    "TIDEMARK_DATABASE_URL",
-    "TIDEMARK_REDIS_URL",
-    "TIDEMARK_INGEST_ADDR",
-    "TIDEMARK_API_ADDR",
-    "TIDEMARK_AGGREGATOR_ADDR",
-    "TIDEMARK_ALERTER_ADDR",
-    "TIDEMARK_RULES",
-    "TIDEMARK_TOPIC_PREFIX",
-    "TIDEMARK_METRICS_TOKEN",
-    "TIDEMARK_STATUS_PAGE_PUBLIC",
-    "TIDEMARK_LOG",
-    "TIDEMARK_PARTITIONS",
-    "TIDEMARK_LINGER",
-    "TIDEMARK_ACK_TIMEOUT",
-    "TIDEMARK_MAX_BODY_BYTES",
-    "TIDEMARK_MAX_DECOMPRESSED_BYTES",
-    "TIDEMARK_MAX_SAMPLE_AGE",
-    "TIDEMARK_MAX_SAMPLE_FUTURE",
-    "TIDEMARK_MAX_SERIES_PER_SERVICE",
-    "TIDEMARK_FLUSH_INTERVAL",
-    "TIDEMARK_DB_MAX_CONNECTIONS",
-    "TIDEMARK_LEASE_TTL",
-    "TIDEMARK_INSTANCE_ID",
-    "TIDEMARK_LATENCY_METRIC",
-    "TIDEMARK_IDEMPOTENCY_RETENTION",
-    "TIDEMARK_MAX_INFLIGHT_SAMPLES",
-    "TIDEMARK_HEADER_READ_TIMEOUT",
-    "TIDEMARK_IDLE_TIMEOUT",
-    "TIDEMARK_MAX_CONNECTIONS",
-    "TIDEMARK_SHUTDOWN_TIMEOUT",
-];
+/// The environment variables Tidemark reads (the contract of SPEC §7 plus tuning knobs),
+/// one per key of the defaults, in their order.
+pub fn env_vars() -> Vec<String> {
+    DEFAULTS.iter().map(|(k, _)| env_name(k)).collect()
+}
 
 /// A value that must never be printed: connection strings and tokens.
 #[derive(Clone, PartialEq, Eq)]
@@ -382,10 +353,36 @@ mod tests {
         assert!(c.max_connections.is_none(), "left to the open-file limit");
     }
 
+    /// The README's configuration table lists every variable once, with its default
+    /// (`unset`, or words, where there is none), and nothing else.
     #[test]
-    fn every_key_has_its_env_var_listed() {
-        let listed: Vec<String> = DEFAULTS.iter().map(|(k, _)| env_name(k)).collect();
-        assert_eq!(listed, ENV_VARS);
+    fn the_readme_documents_every_setting_with_its_default() {
+        let readme = include_str!("../../README.md");
+        let table = readme
+            .split("## Configuration")
+            .nth(1)
+            .and_then(|s| s.split("\n## ").next())
+            .expect("a configuration section");
+        let rows: Vec<(String, String)> = table
+            .lines()
+            .filter(|l| l.starts_with("| `TIDEMARK_"))
+            .map(|l| {
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                (cells[1].trim_matches('`').to_owned(), cells[2].to_owned())
+            })
+            .collect();
+        let documented: Vec<&str> = rows.iter().map(|(v, _)| v.as_str()).collect();
+        assert_eq!(
+            documented,
+            env_vars(),
+            "one row per variable, in this order"
+        );
+        for ((var, default), (_, value)) in rows.iter().zip(DEFAULTS) {
+            match value {
+                Some(v) => assert_eq!(default, &format!("`{v}`"), "{var}"),
+                None => assert!(!default.starts_with('`'), "{var} has no default: {default}"),
+            }
+        }
     }
 
     #[test]
