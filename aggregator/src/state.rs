@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use tidemark_core::backlog::{sample_size, MESSAGE_OVERHEAD};
 use tidemark_core::bucket::hour_start;
+use tidemark_core::sample::FieldError;
 use tidemark_core::series::series_id;
 use tidemark_core::Bucket;
 use tidemark_schemas::SampleBatchView;
@@ -250,12 +251,7 @@ impl PartitionState {
     ) -> Result<usize, &Quarantined> {
         self.bytes += MESSAGE_OVERHEAD;
         let outcome = tidemark_schemas::with_sample_batch(payload, |batch| {
-            for (i, s) in batch.samples.iter().enumerate() {
-                if let Err(e) = tidemark_core::sample::check_wire(s) {
-                    return Err(format!("samples[{i}].{}: {}", e.field, e.message));
-                }
-            }
-            self.fold(offset, batch, series);
+            self.fold(offset, batch, series)?;
             Ok(batch.samples.len())
         });
         let (kind, reason) = match outcome {
@@ -319,7 +315,27 @@ impl PartitionState {
 
     /// Folds the batch at `offset` into the deltas; samples of idempotent chunks are
     /// held until their chunk is known to be new.
-    pub fn fold(&mut self, offset: i64, batch: &SampleBatchView<'_>, series: &mut SeriesCache) {
+    ///
+    /// Every sample is checked first by ingest's rules (its series only when `series`
+    /// has not seen it yet), so a message is folded whole or not at all; the error names
+    /// the first bad sample and field.
+    pub fn fold(
+        &mut self,
+        offset: i64,
+        batch: &SampleBatchView<'_>,
+        series: &mut SeriesCache,
+    ) -> Result<(), String> {
+        series.make_room(batch.samples.len());
+        let ids = batch
+            .samples
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                tidemark_core::sample::check_wire_values(s.value, s.count, s.timestamp)
+                    .and_then(|()| series.resolve(s.service, s.metric, &s.tags))
+                    .map_err(|e| format!("samples[{i}].{}: {}", e.field, e.message))
+            })
+            .collect::<Result<Vec<i64>, String>>()?;
         let mut chunk_of = vec![None; batch.samples.len()];
         for (c, chunk) in batch.chunks.iter().enumerate() {
             let first = chunk.first.max(0) as usize;
@@ -334,9 +350,9 @@ impl PartitionState {
                 id: c.id.to_owned(),
                 observations: Vec::new(),
             }));
-        for (s, chunk) in batch.samples.iter().zip(chunk_of) {
+        for ((s, chunk), id) in batch.samples.iter().zip(chunk_of).zip(ids) {
             let observation = Observation {
-                meta: series.get(s.service, s.metric, &s.tags),
+                meta: series.meta(id),
                 value: s.value,
                 count: s.count.max(1) as u64,
                 error: s.error,
@@ -350,6 +366,7 @@ impl PartitionState {
             }
         }
         self.next_offset = offset + 1;
+        Ok(())
     }
 
     /// Chunk ids in log order, each once (a retry within this window is dropped here).
@@ -386,29 +403,56 @@ pub struct SeriesCache {
 const SERIES_CACHE_LIMIT: usize = 1_000_000;
 
 impl SeriesCache {
-    /// The metadata of a series; `tags` sorted by key, each key once.
-    pub fn get(&mut self, service: &str, metric: &str, tags: &[(&str, &str)]) -> Arc<SeriesMeta> {
-        let id = series_id(service, metric, tags.iter().copied());
-        if self.by_id.len() >= SERIES_CACHE_LIMIT {
+    /// Forgets every series when fewer than `n` more would fit, so the ids a message
+    /// resolves stay cached until it is folded.
+    fn make_room(&mut self, n: usize) {
+        if self.by_id.len() + n > SERIES_CACHE_LIMIT {
             self.by_id.clear();
         }
-        self.by_id
-            .entry(id)
-            .or_insert_with(|| {
-                Arc::new(SeriesMeta {
-                    id,
-                    service: service.to_owned(),
-                    metric: metric.to_owned(),
-                    tags_json: serde_json::to_string(
-                        &tags
-                            .iter()
-                            .copied()
-                            .collect::<std::collections::BTreeMap<_, _>>(),
-                    )
-                    .expect("string map serialises"),
-                })
-            })
-            .clone()
+    }
+
+    /// The metadata of a series resolved before (see [`Self::resolve`]).
+    fn meta(&self, id: i64) -> Arc<SeriesMeta> {
+        self.by_id[&id].clone()
+    }
+
+    /// The metadata of a series; `tags` sorted by key, each key once.
+    pub fn get(
+        &mut self,
+        service: &str,
+        metric: &str,
+        tags: &[(&str, &str)],
+    ) -> Result<Arc<SeriesMeta>, FieldError> {
+        self.make_room(1);
+        let id = self.resolve(service, metric, tags)?;
+        Ok(self.meta(id))
+    }
+
+    /// The id of a series, cached with its metadata; a series not cached yet is first
+    /// checked by ingest's rules (`tags` sorted by key, each key once).
+    fn resolve(
+        &mut self,
+        service: &str,
+        metric: &str,
+        tags: &[(&str, &str)],
+    ) -> Result<i64, FieldError> {
+        let id = series_id(service, metric, tags.iter().copied());
+        if let std::collections::hash_map::Entry::Vacant(slot) = self.by_id.entry(id) {
+            tidemark_core::sample::check_wire_series(service, metric, tags)?;
+            slot.insert(Arc::new(SeriesMeta {
+                id,
+                service: service.to_owned(),
+                metric: metric.to_owned(),
+                tags_json: serde_json::to_string(
+                    &tags
+                        .iter()
+                        .copied()
+                        .collect::<std::collections::BTreeMap<_, _>>(),
+                )
+                .expect("string map serialises"),
+            }));
+        }
+        Ok(id)
     }
 }
 
@@ -447,12 +491,12 @@ mod tests {
             ],
             chunks: vec![],
         };
-        st.fold(10, &batch.view(), &mut cache);
+        st.fold(10, &batch.view(), &mut cache).unwrap();
         assert!(st.is_dirty());
         assert_eq!(st.next_offset, 11);
         assert_eq!(st.samples, 5);
         assert_eq!(st.buckets.len(), 3);
-        let a = cache.get("a", "m", &[]).id;
+        let a = cache.get("a", "m", &[]).unwrap().id;
         let (_, hour5) = &st.buckets[&(a, 5 * HOUR_MS)];
         assert_eq!(
             (
@@ -549,7 +593,8 @@ mod tests {
             }
             .view(),
             &mut cache,
-        );
+        )
+        .unwrap();
         // A retry of "x", plus a new chunk "y".
         st.fold(
             1,
@@ -561,8 +606,9 @@ mod tests {
             }
             .view(),
             &mut cache,
-        );
-        let id = cache.get("a", "m", &[]).id;
+        )
+        .unwrap();
+        let id = cache.get("a", "m", &[]).unwrap().id;
         assert_eq!(
             st.buckets[&(id, HOUR_MS)].1.count,
             1,
@@ -630,7 +676,7 @@ mod tests {
             samples: vec![sample("a", 1.0, 1, false, HOUR_MS)],
             chunks: vec![],
         };
-        st.fold(5, &batch.view(), &mut cache);
+        st.fold(5, &batch.view(), &mut cache).unwrap();
         assert_eq!(
             st.on_gap(t0 + GAP_GRACE * 2),
             OnGap::Refetch(6),

@@ -204,31 +204,41 @@ pub fn check_tag(k: &str, v: &str) -> Result<(), FieldError> {
 /// `timestamptz` and chrono reach further; the hour arithmetic stays far from overflow).
 pub const STORABLE_MS: std::ops::RangeInclusive<i64> = 0..=253_402_300_799_999;
 
-/// Checks a sample read from the samples topic by the rules [`Sample::parse`] enforces,
-/// except the age bounds (those held at receipt; a replay may fold old samples), with
-/// the timestamp bounded by [`STORABLE_MS`] instead. The aggregator applies it before
-/// folding, so a message written by anything but ingest (an older version, a raw
-/// producer) cannot carry what the stores refuse.
-pub fn check_wire(s: &tidemark_schemas::SampleView<'_>) -> Result<(), FieldError> {
-    check_service(s.service)?;
-    check_metric(s.metric)?;
-    if !s.value.is_finite() {
+/// Checks the series of a sample read from the samples topic by the rules
+/// [`Sample::parse`] enforces. The aggregator applies it (with [`check_wire_values`])
+/// before folding, so a message written by anything but ingest (an older version, a raw
+/// producer) cannot carry what the stores refuse; once per series it has not seen yet.
+pub fn check_wire_series(
+    service: &str,
+    metric: &str,
+    tags: &[(&str, &str)],
+) -> Result<(), FieldError> {
+    check_service(service)?;
+    check_metric(metric)?;
+    if tags.len() > MAX_TAGS {
+        return Err(FieldError::new("tags", format!("at most {MAX_TAGS} tags")));
+    }
+    for &(k, v) in tags {
+        check_tag(k, v)?;
+    }
+    Ok(())
+}
+
+/// Checks the value, count and timestamp of a sample read from the samples topic by the
+/// rules [`Sample::parse`] enforces, except the age bounds (those held at receipt; a
+/// replay may fold old samples): the timestamp is bounded by [`STORABLE_MS`] instead.
+pub fn check_wire_values(value: f64, count: i64, timestamp: i64) -> Result<(), FieldError> {
+    if !value.is_finite() {
         return Err(FieldError::new("value", "must be a finite number"));
     }
-    if s.count < 1 {
+    if count < 1 {
         return Err(FieldError::new("count", "must be an integer >= 1"));
     }
-    if !STORABLE_MS.contains(&s.timestamp) {
+    if !STORABLE_MS.contains(&timestamp) {
         return Err(FieldError::new(
             "timestamp",
             "is outside the storable range (1970 to 9999)",
         ));
-    }
-    if s.tags.len() > MAX_TAGS {
-        return Err(FieldError::new("tags", format!("at most {MAX_TAGS} tags")));
-    }
-    for &(k, v) in &s.tags {
-        check_tag(k, v)?;
     }
     Ok(())
 }
@@ -474,6 +484,10 @@ mod tests {
             error: false,
             timestamp: NOW,
             tags: vec![("k", "é\u{1F600}")],
+        };
+        let check_wire = |s: &tidemark_schemas::SampleView<'_>| {
+            check_wire_series(s.service, s.metric, &s.tags)?;
+            check_wire_values(s.value, s.count, s.timestamp)
         };
         assert_eq!(check_wire(&ok), Ok(()));
         let bad = |f: fn(&mut tidemark_schemas::SampleView<'static>)| {

@@ -43,7 +43,8 @@ fn owner_of(partition: i32, fence: Fence, from: i64, to: i64) -> HashMap<i32, Pa
     let mut series = SeriesCache::default();
     let mut st = PartitionState::new(fence, from);
     for offset in from..to {
-        st.fold(offset, &batch(&[offset as f64]).view(), &mut series);
+        st.fold(offset, &batch(&[offset as f64]).view(), &mut series)
+            .unwrap();
     }
     HashMap::from([(partition, st)])
 }
