@@ -41,6 +41,19 @@ pub struct Sketch {
     count: u64,
 }
 
+/// The 0-based sorted index of the `q`-quantile of `n` observations by the
+/// nearest-rank definition: the `⌈q·n⌉`-th smallest (the smallest for `q` = 0),
+/// as HdrHistogram reports percentiles. With two observations, p50 is the first
+/// and p95 the second; with twenty, p95 is the nineteenth. `q` is clamped to
+/// `[0, 1]`; `n` must be at least 1.
+pub fn nearest_rank(q: f64, n: u64) -> u64 {
+    let x = q.clamp(0.0, 1.0) * n as f64;
+    // q·n is inexact in binary (0.95 · 20 = 19.000000000000004): shave the
+    // rounding error off before rounding up.
+    let rank = (x - x * 4.0 * f64::EPSILON).ceil() as u64;
+    rank.clamp(1, n) - 1
+}
+
 impl Sketch {
     /// Creates an empty sketch.
     pub fn new() -> Self {
@@ -84,9 +97,9 @@ impl Sketch {
         self.count == 0
     }
 
-    /// Estimates the `q`-quantile: the element at sorted index
-    /// `floor(q * (count - 1))` of the weighted multiset, within
-    /// [`RELATIVE_ACCURACY`] relative error.
+    /// Estimates the `q`-quantile by the nearest-rank definition (see
+    /// [`nearest_rank`]): "a fraction `q` of the observations were at most
+    /// this", within [`RELATIVE_ACCURACY`] relative error.
     ///
     /// `q` is clamped to `[0, 1]`. Returns `None` when the sketch is empty or
     /// `q` is NaN.
@@ -94,8 +107,7 @@ impl Sketch {
         if self.is_empty() || q.is_nan() {
             return None;
         }
-        let last = self.count - 1;
-        let rank = ((q.clamp(0.0, 1.0) * last as f64).floor() as u64).min(last);
+        let rank = nearest_rank(q, self.count);
         let negative = self
             .negative
             .bins()

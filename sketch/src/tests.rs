@@ -29,14 +29,19 @@ fn relative_error(estimate: f64, exact: f64) -> f64 {
     }
 }
 
-/// Checks every quantile of [`QUANTILES`] against the exact lower-rank value.
+/// The exact nearest-rank `q`-quantile of `sorted`.
+fn exact(sorted: &[f64], q: f64) -> f64 {
+    sorted[nearest_rank(q, sorted.len() as u64) as usize]
+}
+
+/// Checks every quantile of [`QUANTILES`] against the exact nearest-rank value.
 fn assert_accurate(values: &[f64]) {
     let sketch = sketch_of(values);
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
     assert_eq!(sketch.count(), sorted.len() as u64);
     for q in QUANTILES {
-        let exact = sorted[(q * (sorted.len() - 1) as f64).floor() as usize];
+        let exact = exact(&sorted, q);
         let estimate = sketch.quantile(q).unwrap();
         let error = relative_error(estimate, exact);
         assert!(
@@ -107,6 +112,57 @@ fn accurate_on_heavy_tailed_data() {
         .collect();
     assert!(cauchy.iter().any(|&v| v < 0.0) && cauchy.iter().any(|&v| v > 0.0));
     assert_accurate(&cauchy);
+}
+
+#[test]
+fn nearest_rank_is_the_ceiling_of_q_n() {
+    // (q, n) -> 1-based rank, by hand.
+    for (q, n, rank) in [
+        (0.0, 1, 1),
+        (0.99, 1, 1),
+        (0.5, 2, 1),
+        (0.95, 2, 2),
+        (0.99, 2, 2),
+        (0.95, 20, 19),
+        (0.9, 10, 9),
+        (0.99, 10, 10),
+        (0.5, 10, 5),
+        (0.99, 672, 666),
+        (0.95, 100_000, 95_000),
+        (1.0, 7, 7),
+        (0.0, 7, 1),
+    ] {
+        assert_eq!(nearest_rank(q, n) + 1, rank, "q={q} n={n}");
+    }
+}
+
+#[test]
+fn two_samples_report_the_slow_one_as_p95() {
+    // The health view once said p95 = p99 = 12.55 ms for 12.5 and 230 ms.
+    let sketch = sketch_of(&[12.5, 230.0]);
+    assert!(relative_error(sketch.quantile(0.5).unwrap(), 12.5) <= TOLERANCE);
+    for q in [0.95, 0.99] {
+        assert!(relative_error(sketch.quantile(q).unwrap(), 230.0) <= TOLERANCE);
+    }
+}
+
+#[test]
+fn accurate_at_the_sizes_people_read() {
+    let mut rng = rng();
+    for n in [1, 2, 10, 672, 100_000] {
+        assert_accurate(&latency_like(&mut rng, n));
+        // Bimodal: fast cache hits and slow misses.
+        let bimodal: Vec<f64> = (0..n)
+            .map(|i| {
+                if i % 10 == 0 {
+                    800.0 + i as f64 % 97.0
+                } else {
+                    2.0 + i as f64 % 3.0
+                }
+            })
+            .collect();
+        assert_accurate(&bimodal);
+    }
 }
 
 #[test]
@@ -239,7 +295,7 @@ fn wide_ranges_stay_bounded_and_merge_exactly() {
     let mut sorted = values.clone();
     sorted.sort_by(f64::total_cmp);
     for q in [0.0, 0.001, 0.999, 1.0] {
-        let exact = sorted[(q * (sorted.len() - 1) as f64).floor() as usize];
+        let exact = exact(&sorted, q);
         assert!(relative_error(whole.quantile(q).unwrap(), exact) <= TOLERANCE);
     }
 }

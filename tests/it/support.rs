@@ -322,11 +322,11 @@ impl Expected {
             .map(|o| o.0)
             .fold(f64::NEG_INFINITY, f64::max)
     }
-    /// The weighted value at rank floor(q·(n−1)), the definition the sketch approximates.
+    /// The weighted nearest-rank q-quantile, the definition the sketch approximates.
     pub fn quantile(&self, q: f64) -> f64 {
         let mut sorted: Vec<(f64, u64)> = self.observations.iter().map(|o| (o.0, o.1)).collect();
         sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let rank = (q * (self.count() - 1) as f64).floor() as u64;
+        let rank = tidemark_sketch::nearest_rank(q, self.count());
         let mut seen = 0;
         for (v, c) in sorted {
             seen += c;
