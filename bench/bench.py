@@ -64,7 +64,7 @@ CFG = {
     "c10k_api_pace_ms": env_int("BENCH_C10K_API_PACE_MS", 300_000),
     "c10k_seed_s": env_float("BENCH_C10K_SEED", 5),
     # wrk connects all connections of a thread at once; more threads started `ramp`
-    # seconds apart keep each burst under the servers' listen backlog (1,024)
+    # seconds apart keep each burst under the servers' listen backlog (4,096)
     "c10k_threads": env_int("BENCH_C10K_THREADS", 10),
     "c10k_ramp_s": env_float("BENCH_C10K_RAMP", 10),
     "c10k_api_ceiling_conns": env_int("BENCH_C10K_API_CEILING_CONNS", 16),

@@ -17,7 +17,8 @@ use tokio_util::sync::CancellationToken;
 use crate::roles::{Role, Shared};
 
 // Ingest allocates per sample on many threads at once; glibc malloc's arena locks and
-// cross-thread frees took about a third of its CPU (docs/performance.md).
+// cross-thread frees took about a third of its CPU (docs/archive/performance-rounds.md,
+// "Where Tidemark's ingest CPU goes").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -43,7 +43,8 @@ use tower::ServiceExt;
 use crate::Config;
 
 /// Connections the kernel queues before they are accepted; tokio's default of 128
-/// overflowed when thousands of clients connected at once (docs/performance.md).
+/// overflowed when thousands of clients connected at once
+/// (docs/archive/performance-rounds.md, "Limits found, and why").
 const LISTEN_BACKLOG: u32 = 4096;
 
 /// File descriptors kept out of the connection cap derived from the fd limit.
