@@ -153,9 +153,12 @@ impl Aggregator {
                 _ = prune.tick() => self.prune_chunks().await,
                 msg = consumer.recv() => match msg {
                     Ok(msg) => {
-                        self.consume_with_retry(msg.partition(), msg.offset(), msg.payload().unwrap_or_default(), &shutdown).await;
+                        let partition = msg.partition();
+                        self.consume_with_retry(partition, msg.offset(), msg.payload().unwrap_or_default(), &shutdown).await;
                         drop(msg);
-                        self.isolate_held(&shutdown).await;
+                        if self.states.get(&partition).is_some_and(PartitionState::holds_whole_range) {
+                            self.isolate(partition, &shutdown).await;
+                        }
                         if self.pending_samples() >= MAX_PENDING_SAMPLES {
                             self.flush(&shutdown).await;
                         }
@@ -269,10 +272,10 @@ impl Aggregator {
         metrics::gauge!("tidemark_aggregator_partitions_owned").set(owned.len() as f64);
         self.owned = owned;
         self.pending.extend(gained);
-        if !lost.is_empty() {
+        let resumed = self.resume_pending().await;
+        if !resumed && !lost.is_empty() {
             self.assign();
         }
-        self.resume_pending().await;
     }
 
     async fn prune_chunks(&self) {
@@ -290,25 +293,29 @@ impl Aggregator {
     }
 
     /// Resumes the owned partitions waiting for it, each from its stored offset, and
-    /// assigns the consumer the partitions held. One that cannot be resumed yet
-    /// (Postgres or the broker down) is tried again on the next tick.
-    async fn resume_pending(&mut self) {
-        if self.pending.is_empty() {
-            return;
-        }
-        let mut retry = Vec::new();
-        for partition in std::mem::take(&mut self.pending) {
-            if let Err(e) = self.load_state(partition).await {
-                tracing::warn!(
-                    partition,
-                    error = format!("{e:#}"),
-                    "cannot resume partition yet; retrying"
-                );
-                retry.push(partition);
+    /// when any was, assigns the consumer the partitions held; returns whether it did.
+    /// One that cannot be resumed yet (Postgres or the broker down) is tried again on
+    /// the next tick.
+    async fn resume_pending(&mut self) -> bool {
+        let waiting = std::mem::take(&mut self.pending);
+        let mut resumed = false;
+        for partition in waiting {
+            match self.load_state(partition).await {
+                Ok(()) => resumed = true,
+                Err(e) => {
+                    tracing::warn!(
+                        partition,
+                        error = format!("{e:#}"),
+                        "cannot resume partition yet; retrying"
+                    );
+                    self.pending.push(partition);
+                }
             }
         }
-        self.pending = retry;
-        self.assign();
+        if resumed {
+            self.assign();
+        }
+        resumed
     }
 
     /// Assigns the consumer every resumed partition, each fetched from before any record
@@ -403,23 +410,6 @@ impl Aggregator {
             }
         }
         Ok(())
-    }
-
-    /// Applies the messages held by partitions whose isolation range is complete.
-    async fn isolate_held(&mut self, shutdown: &CancellationToken) {
-        let complete: Vec<i32> = self
-            .states
-            .iter()
-            .filter(|(_, st)| {
-                st.isolation
-                    .as_ref()
-                    .is_some_and(|i| st.next_offset >= i.until)
-            })
-            .map(|(p, _)| *p)
-            .collect();
-        for partition in complete {
-            self.isolate(partition, shutdown).await;
-        }
     }
 
     /// Applies a refused flush's messages of `partition` in ranges, halving a range that

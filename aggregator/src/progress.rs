@@ -69,17 +69,19 @@ impl Progress {
     }
 }
 
-/// The stalled partitions among `snapshot`, given each one's high watermark: those with
-/// messages waiting that applied nothing for [`STALLED_AFTER`].
+/// The stalled partitions among `snapshot`: those that applied nothing for
+/// [`STALLED_AFTER`] although messages wait. `high_watermark` (a broker round trip) is
+/// asked only for partitions idle that long.
 pub fn stalled(
     snapshot: &[(i32, i64, Duration)],
     high_watermark: impl Fn(i32) -> Option<i64>,
 ) -> Vec<String> {
     snapshot
         .iter()
+        .filter(|&&(_, _, idle)| idle >= STALLED_AFTER)
         .filter_map(|&(partition, next, idle)| {
             let waiting = high_watermark(partition)? - next;
-            (waiting > 0 && idle >= STALLED_AFTER).then(|| {
+            (waiting > 0).then(|| {
                 format!(
                     "partition {partition}: {waiting} messages wait, nothing applied for {}s",
                     idle.as_secs()

@@ -16,7 +16,6 @@ pub struct Entry {
     pub topic: String,
     pub partition: i32,
     pub offset: i64,
-    pub cluster_id: String,
     pub bytes: i32,
     pub reason: String,
     /// Unix milliseconds.
@@ -27,7 +26,7 @@ pub struct Entry {
 /// Entries in the order they were set aside; replayed ones only with `all`.
 pub async fn list(pool: &PgPool, all: bool) -> sqlx::Result<Vec<Entry>> {
     let rows = sqlx::query(
-        "SELECT id, topic, partition, \"offset\", cluster_id, octet_length(payload), reason, \
+        "SELECT id, topic, partition, \"offset\", octet_length(payload), reason, \
                 (extract(epoch FROM quarantined_at) * 1000)::bigint, \
                 (extract(epoch FROM replayed_at) * 1000)::bigint \
          FROM quarantine WHERE $1 OR replayed_at IS NULL ORDER BY id",
@@ -42,11 +41,10 @@ pub async fn list(pool: &PgPool, all: bool) -> sqlx::Result<Vec<Entry>> {
             topic: r.get(1),
             partition: r.get(2),
             offset: r.get(3),
-            cluster_id: r.get(4),
-            bytes: r.get(5),
-            reason: r.get(6),
-            quarantined_at: r.get(7),
-            replayed_at: r.get(8),
+            bytes: r.get(4),
+            reason: r.get(5),
+            quarantined_at: r.get(6),
+            replayed_at: r.get(7),
         })
         .collect())
 }

@@ -95,7 +95,7 @@ struct Gap {
 pub enum QuarantineKind {
     /// Not a `SampleBatch` of any registered schema.
     Undecodable,
-    /// A sample breaks the rules ingest enforces ([`tidemark_core::sample::check_wire`]).
+    /// A sample breaks the rules ingest enforces (`tidemark_core::sample::check_wire_*`).
     Invalid,
     /// Postgres refused its data (found by isolating a failed flush).
     Refused,
@@ -233,6 +233,14 @@ impl PartitionState {
             Fence::Absent => true,
             Fence::Row(offset, _) => self.next_offset != *offset,
         }
+    }
+
+    /// Whether the partition holds every message of the range it isolates, so the range
+    /// can be applied.
+    pub fn holds_whole_range(&self) -> bool {
+        self.isolation
+            .as_ref()
+            .is_some_and(|i| self.next_offset >= i.until)
     }
 
     /// Whether a flush should commit this partition: dirty, and not holding messages
@@ -416,18 +424,6 @@ impl SeriesCache {
         self.by_id[&id].clone()
     }
 
-    /// The metadata of a series; `tags` sorted by key, each key once.
-    pub fn get(
-        &mut self,
-        service: &str,
-        metric: &str,
-        tags: &[(&str, &str)],
-    ) -> Result<Arc<SeriesMeta>, FieldError> {
-        self.make_room(1);
-        let id = self.resolve(service, metric, tags)?;
-        Ok(self.meta(id))
-    }
-
     /// The id of a series, cached with its metadata; a series not cached yet is first
     /// checked by ingest's rules (`tags` sorted by key, each key once).
     fn resolve(
@@ -496,7 +492,7 @@ mod tests {
         assert_eq!(st.next_offset, 11);
         assert_eq!(st.samples, 5);
         assert_eq!(st.buckets.len(), 3);
-        let a = cache.get("a", "m", &[]).unwrap().id;
+        let a = cache.resolve("a", "m", &[]).unwrap();
         let (_, hour5) = &st.buckets[&(a, 5 * HOUR_MS)];
         assert_eq!(
             (
@@ -608,7 +604,7 @@ mod tests {
             &mut cache,
         )
         .unwrap();
-        let id = cache.get("a", "m", &[]).unwrap().id;
+        let id = cache.resolve("a", "m", &[]).unwrap();
         assert_eq!(
             st.buckets[&(id, HOUR_MS)].1.count,
             1,

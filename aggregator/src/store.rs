@@ -167,9 +167,8 @@ pub(crate) async fn apply_deltas(
     Ok(existing.into_iter().chain(new).collect())
 }
 
-/// Writes the messages a partition set aside. A message already there (read again after
-/// a crash before this flush's commit could not have written it, so only a replayed
-/// range finds one) is left as it is.
+/// Writes the messages a partition set aside. Only the flush that advances the offset
+/// past a message writes it, so each is written once; `ON CONFLICT` is a guard.
 async fn quarantine(
     tx: &mut Transaction<'_, Postgres>,
     topic: &str,
