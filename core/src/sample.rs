@@ -165,14 +165,28 @@ fn parse_tags<'a>(
     tags: Option<Vec<(&'a str, &'a str)>>,
 ) -> Result<Vec<(&'a str, &'a str)>, FieldError> {
     let mut tags = tags.unwrap_or_default();
+    check_tags(&tags)?;
+    tidemark_schemas::normalize_tags(&mut tags);
+    Ok(tags)
+}
+
+/// At most [`MAX_TAGS`] tags, each by [`check_tag`].
+fn check_tags(tags: &[(&str, &str)]) -> Result<(), FieldError> {
     if tags.len() > MAX_TAGS {
         return Err(FieldError::new("tags", format!("at most {MAX_TAGS} tags")));
     }
-    for &(k, v) in &tags {
-        check_tag(k, v)?;
+    tags.iter().try_for_each(|&(k, v)| check_tag(k, v))
+}
+
+/// A finite value observed at least once.
+fn check_value_and_count(value: f64, count: i64) -> Result<(), FieldError> {
+    if !value.is_finite() {
+        return Err(FieldError::new("value", "must be a finite number"));
     }
-    tidemark_schemas::normalize_tags(&mut tags);
-    Ok(tags)
+    if count < 1 {
+        return Err(FieldError::new("count", "must be an integer >= 1"));
+    }
+    Ok(())
 }
 
 /// One tag: a key of the name characters, and a value that Postgres can store (any
@@ -215,25 +229,14 @@ pub fn check_wire_series(
 ) -> Result<(), FieldError> {
     check_service(service)?;
     check_metric(metric)?;
-    if tags.len() > MAX_TAGS {
-        return Err(FieldError::new("tags", format!("at most {MAX_TAGS} tags")));
-    }
-    for &(k, v) in tags {
-        check_tag(k, v)?;
-    }
-    Ok(())
+    check_tags(tags)
 }
 
 /// Checks the value, count and timestamp of a sample read from the samples topic by the
 /// rules [`Sample::parse`] enforces, except the age bounds (those held at receipt; a
 /// replay may fold old samples): the timestamp is bounded by [`STORABLE_MS`] instead.
 pub fn check_wire_values(value: f64, count: i64, timestamp: i64) -> Result<(), FieldError> {
-    if !value.is_finite() {
-        return Err(FieldError::new("value", "must be a finite number"));
-    }
-    if count < 1 {
-        return Err(FieldError::new("count", "must be an integer >= 1"));
-    }
+    check_value_and_count(value, count)?;
     if !STORABLE_MS.contains(&timestamp) {
         return Err(FieldError::new(
             "timestamp",
@@ -251,14 +254,8 @@ impl<'a> Sample<'a> {
         let value = fields
             .value
             .ok_or_else(|| FieldError::new("value", "is required"))?;
-        if !value.is_finite() {
-            return Err(FieldError::new("value", "must be a finite number"));
-        }
-        let count = match fields.count {
-            None => 1,
-            Some(c) if c >= 1 => c as u64,
-            Some(_) => return Err(FieldError::new("count", "must be an integer >= 1")),
-        };
+        let count = fields.count.unwrap_or(1);
+        check_value_and_count(value, count)?;
         let timestamp_ms = parse_timestamp(fields.timestamp, bounds)?;
         let tags = parse_tags(fields.tags)?;
         Ok(Self {
@@ -266,7 +263,7 @@ impl<'a> Sample<'a> {
             service,
             metric,
             value,
-            count,
+            count: count as u64,
             error: fields.error.unwrap_or(false),
             timestamp_ms,
             tags,
