@@ -28,6 +28,8 @@ pub struct Shared {
     pub keys: Arc<KeyStore>,
     /// Set when the broker is `standalone`'s embedded one.
     pub backlog: Option<Arc<Backlog>>,
+    /// Timeouts and the connection budget every listener of the process shares.
+    pub limits: ServeLimits,
     metadata_client: Arc<BaseConsumer>,
 }
 
@@ -51,6 +53,7 @@ impl Shared {
             brokers: brokers.to_owned(),
             keys: Arc::new(KeyStore::new(pool.clone())),
             backlog: None,
+            limits: ServeLimits::from_config(config),
             metadata_client: Arc::new(kafka::client_config(brokers).create()?),
             pool,
             redis,
@@ -186,6 +189,7 @@ pub async fn run(
                     redis: shared.redis.clone(),
                     ops: shared.ops(config),
                     backlog: shared.backlog.clone(),
+                    limits: shared.limits.clone(),
                 };
                 let ingest = Ingest::build(config, deps).await?;
                 tasks.spawn(ingest.run(token));
@@ -196,6 +200,7 @@ pub async fn run(
                     redis: shared.redis.clone(),
                     keys: shared.keys.clone(),
                     ops: shared.ops(config),
+                    limits: shared.limits.clone(),
                 };
                 let api = Api::build(config, deps).await?;
                 tasks.spawn(api.run(token));
@@ -215,13 +220,14 @@ pub async fn run(
                         config.aggregator_addr,
                         "the aggregator",
                         shared.aggregator_ops(config, progress),
-                        ServeLimits::from_config(config),
+                        shared.limits.clone(),
                         shutdown.clone(),
                     ));
                 }
             }
             Role::Alerter if own_ops => {
-                let alerter = Alerter::build(config, shared.ops(config)).await?;
+                let alerter =
+                    Alerter::build(config, shared.ops(config), shared.limits.clone()).await?;
                 tasks.spawn(alerter.run(token));
             }
             Role::Alerter => {}

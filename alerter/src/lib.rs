@@ -14,11 +14,12 @@ pub struct Alerter {
 }
 
 impl Alerter {
-    pub async fn build(config: &Config, ops: Ops) -> anyhow::Result<Self> {
+    /// Binds `config.alerter_addr`; `limits` are the process's (shared by its listeners).
+    pub async fn build(config: &Config, ops: Ops, limits: ServeLimits) -> anyhow::Result<Self> {
         let listener = serve::bind(config.alerter_addr, "the alerter").await?;
         Ok(Self {
             listener,
-            limits: ServeLimits::from_config(config),
+            limits,
             ops,
         })
     }

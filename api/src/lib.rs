@@ -239,6 +239,8 @@ pub struct ApiDeps {
     pub redis: tidemark_core::hot::Redis,
     pub keys: Arc<KeyStore>,
     pub ops: Ops,
+    /// The process's serving limits, shared by its listeners.
+    pub limits: ServeLimits,
 }
 
 pub struct Api {
@@ -265,7 +267,7 @@ impl Api {
         Ok(Self {
             listener,
             router,
-            limits: ServeLimits::from_config(config),
+            limits: deps.limits,
             state,
         })
     }

@@ -22,7 +22,7 @@
 use std::convert::Infallible;
 use std::io::{Read, Write};
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -75,18 +75,14 @@ pub struct ServeLimits {
 }
 
 impl ServeLimits {
-    /// The limits of `config`, with the process's connection budget: the first call
-    /// sizes it, later calls share it.
+    /// The limits of `config`, with a connection budget sized from it and the open-file
+    /// limit. A process makes one and gives clones to all its listeners.
     pub fn from_config(config: &Config) -> Self {
-        static BUDGET: OnceLock<Arc<Semaphore>> = OnceLock::new();
-        let connections = BUDGET
-            .get_or_init(|| Arc::new(Semaphore::new(connection_cap(config.max_connections))))
-            .clone();
         Self {
             header_read_timeout: config.header_read_timeout,
             idle_timeout: config.idle_timeout,
             shutdown_timeout: config.shutdown_timeout,
-            connections,
+            connections: Arc::new(Semaphore::new(connection_cap(config.max_connections))),
         }
     }
 }

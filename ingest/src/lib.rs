@@ -32,11 +32,7 @@ pub use producer::ProducerHandle;
 pub struct IngestState {
     pub batcher: Arc<Batcher>,
     pub cardinality: Arc<Cardinality>,
-    /// One permit per sample awaiting the broker: bounds ingest's memory when the
-    /// broker is slow or down. The permits it has when [`router`] is called are the most
-    /// one request may hold: a request with more samples gets `413` (a `503` would be
-    /// retried in vain).
-    pub inflight: Arc<tokio::sync::Semaphore>,
+    pub inflight: Arc<Inflight>,
     pub max_body_bytes: usize,
     pub max_decompressed_bytes: usize,
     pub max_sample_age: Duration,
@@ -44,13 +40,45 @@ pub struct IngestState {
     pub retry_after_secs: u64,
 }
 
+/// The samples ingest may hold awaiting the broker (`TIDEMARK_MAX_INFLIGHT_SAMPLES`),
+/// which bounds its memory when the broker is slow or down.
+pub struct Inflight {
+    permits: tokio::sync::Semaphore,
+    max: usize,
+}
+
+impl Inflight {
+    pub fn new(max: usize) -> Self {
+        Self {
+            permits: tokio::sync::Semaphore::new(max),
+            max,
+        }
+    }
+
+    /// Room for `n` samples until the permit is dropped: `413` for a request that could
+    /// never fit (a `503` would be retried in vain), `503` while too many wait.
+    fn hold(
+        &self,
+        n: usize,
+        retry_after_secs: u64,
+    ) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
+        if n > self.max {
+            return Err(ApiError::TooManySamples { limit: self.max });
+        }
+        self.permits.try_acquire_many(n as u32).map_err(|_| {
+            metrics::counter!("tidemark_ingest_overloaded_total").increment(1);
+            ApiError::Unavailable {
+                message: "ingest holds as many samples awaiting the broker as it may; retry later"
+                    .into(),
+                retry_after_secs,
+            }
+        })
+    }
+}
+
 /// The data routes, behind the `ingest` role.
 pub fn router(state: IngestState, keys: Arc<KeyStore>) -> Router {
     let body_limit = state.max_body_bytes;
-    let state = RouteState {
-        inflight_capacity: state.inflight.available_permits(),
-        ingest: state,
-    };
     Router::new()
         .route("/v1/samples", post(push_samples))
         .with_state(state)
@@ -65,19 +93,8 @@ pub fn router(state: IngestState, keys: Arc<KeyStore>) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
 }
 
-/// The sample route's state: [`IngestState`] and the permits its semaphore had when the
-/// router was built.
-#[derive(Clone)]
-struct RouteState {
-    ingest: IngestState,
-    inflight_capacity: usize,
-}
-
 async fn push_samples(
-    State(RouteState {
-        ingest: state,
-        inflight_capacity,
-    }): State<RouteState>,
+    State(state): State<IngestState>,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -107,23 +124,8 @@ async fn push_samples(
         h.digest128()
     });
     let raw = parse::decode_samples(&json)?;
-    if raw.len() > inflight_capacity {
-        return Err(ApiError::TooManySamples {
-            limit: inflight_capacity,
-        });
-    }
     let samples = raw.validate(bounds)?;
-    let _permits = state
-        .inflight
-        .try_acquire_many(samples.len() as u32)
-        .map_err(|_| {
-            metrics::counter!("tidemark_ingest_overloaded_total").increment(1);
-            ApiError::Unavailable {
-                message: "ingest holds as many samples awaiting the broker as it may; retry later"
-                    .into(),
-                retry_after_secs: state.retry_after_secs,
-            }
-        })?;
+    let _permits = state.inflight.hold(samples.len(), state.retry_after_secs)?;
     if let Some((index, reason)) = state.cardinality.check(&samples).await {
         return Err(ApiError::bad_request(
             "series_limit",
@@ -178,6 +180,8 @@ pub struct IngestDeps {
     pub ops: Ops,
     /// The embedded broker's bound (`standalone` only).
     pub backlog: Option<Arc<tidemark_core::backlog::Backlog>>,
+    /// The process's serving limits, shared by its listeners.
+    pub limits: ServeLimits,
 }
 
 impl Ingest {
@@ -210,9 +214,7 @@ impl Ingest {
                 &config.topics.prefix,
                 deps.redis,
             )),
-            inflight: Arc::new(tokio::sync::Semaphore::new(
-                config.max_inflight_samples as usize,
-            )),
+            inflight: Arc::new(Inflight::new(config.max_inflight_samples as usize)),
             max_body_bytes: config.max_body_bytes,
             max_decompressed_bytes: config.max_decompressed_bytes,
             max_sample_age: config.max_sample_age,
@@ -227,7 +229,7 @@ impl Ingest {
         Ok(Self {
             listener,
             router,
-            limits: ServeLimits::from_config(config),
+            limits: deps.limits,
             tasks,
             producers,
         })
