@@ -122,14 +122,55 @@ pub enum Auth {
 /// while without a lookup ([`limit`]).
 pub struct KeyStore {
     pool: PgPool,
-    ttl: Duration,
-    unknown_ttl: Duration,
-    known: Mutex<HashMap<Digest32, (Role, Instant)>>,
-    unknown: Mutex<HashMap<Digest32, Instant>>,
+    known: Remembered<Role>,
+    unknown: Remembered<()>,
     failures: limit::FailureLimiter,
 }
 
 type Digest32 = [u8; 32];
+
+/// Answers remembered for `ttl`, at most [`CACHE_LIMIT`] of them (expired ones are
+/// dropped first when full, then all).
+struct Remembered<V> {
+    ttl: Duration,
+    entries: Mutex<HashMap<Digest32, (V, Instant)>>,
+}
+
+impl<V: Copy> Remembered<V> {
+    fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The answer remembered for `key` and when it was made, however old.
+    fn last(&self, key: &Digest32) -> Option<(V, Instant)> {
+        self.entries.lock().expect("cache lock").get(key).copied()
+    }
+
+    /// The answer remembered for `key`, if younger than the ttl.
+    fn fresh(&self, key: &Digest32) -> Option<V> {
+        self.last(key)
+            .filter(|(_, at)| at.elapsed() < self.ttl)
+            .map(|(v, _)| v)
+    }
+
+    fn insert(&self, key: Digest32, value: V, now: Instant) {
+        let mut entries = self.entries.lock().expect("cache lock");
+        if entries.len() >= CACHE_LIMIT && !entries.contains_key(&key) {
+            entries.retain(|_, (_, at)| now.saturating_duration_since(*at) < self.ttl);
+            if entries.len() >= CACHE_LIMIT {
+                entries.clear();
+            }
+        }
+        entries.insert(key, (value, now));
+    }
+
+    fn remove(&self, key: &Digest32) {
+        self.entries.lock().expect("cache lock").remove(key);
+    }
+}
 
 fn digest(token: &str) -> Digest32 {
     Sha256::digest(token.as_bytes()).into()
@@ -139,17 +180,15 @@ impl KeyStore {
     pub fn new(pool: PgPool) -> Self {
         Self {
             pool,
-            ttl: KNOWN_TTL,
-            unknown_ttl: UNKNOWN_TTL,
-            known: Mutex::new(HashMap::new()),
-            unknown: Mutex::new(HashMap::new()),
+            known: Remembered::new(KNOWN_TTL),
+            unknown: Remembered::new(UNKNOWN_TTL),
             failures: limit::FailureLimiter::default(),
         }
     }
 
     /// Remembers unknown tokens for `ttl` instead of [`UNKNOWN_TTL`].
     pub fn with_unknown_ttl(mut self, ttl: Duration) -> Self {
-        self.unknown_ttl = ttl;
+        self.unknown = Remembered::new(ttl);
         self
     }
 
@@ -160,17 +199,12 @@ impl KeyStore {
         self
     }
 
-    /// The role of `token`, `None` if unknown.
-    pub async fn role_of(&self, token: &str) -> anyhow::Result<Option<Role>> {
-        self.lookup(digest(token)).await
-    }
-
     /// The role of `token` presented by `client` (its address, when known): a client
     /// over its limit of unknown tokens gets [`Auth::Limited`] unless the token is a
     /// known key remembered already; an unknown token counts against its client.
     pub async fn authenticate(&self, token: &str, client: Option<IpAddr>) -> anyhow::Result<Auth> {
         let key = digest(token);
-        if let Some(role) = self.cached_known(&key) {
+        if let Some(role) = self.known.fresh(&key) {
             return Ok(Auth::Known(role));
         }
         let now = Instant::now();
@@ -195,20 +229,10 @@ impl KeyStore {
         })
     }
 
-    fn cached_known(&self, key: &Digest32) -> Option<Role> {
-        let known = self.known.lock().expect("cache lock");
-        known
-            .get(key)
-            .filter(|(_, at)| at.elapsed() < self.ttl)
-            .map(|(role, _)| *role)
-    }
-
+    /// The role of the token with digest `key` (not remembered as known), `None` if
+    /// unknown.
     async fn lookup(&self, key: Digest32) -> anyhow::Result<Option<Role>> {
-        if let Some(role) = self.cached_known(&key) {
-            return Ok(Some(role));
-        }
-        let unknown_since = self.unknown.lock().expect("cache lock").get(&key).copied();
-        if unknown_since.is_some_and(|at| at.elapsed() < self.unknown_ttl) {
+        if self.unknown.fresh(&key).is_some() {
             return Ok(None);
         }
         let looked_up =
@@ -220,13 +244,8 @@ impl KeyStore {
             Ok(role) => role.and_then(|r| r.parse().ok()),
             Err(e) => {
                 // Postgres is down: a token looked up before keeps its last known answer.
-                let last = self
-                    .known
-                    .lock()
-                    .expect("cache lock")
-                    .get(&key)
-                    .map(|k| k.0);
-                if last.is_some() || unknown_since.is_some() {
+                let last = self.known.last(&key).map(|(role, _)| role);
+                if last.is_some() || self.unknown.last(&key).is_some() {
                     tracing::warn!(error = %e, "API key lookup failed; using the last known answer");
                     return Ok(last);
                 }
@@ -236,29 +255,10 @@ impl KeyStore {
         let now = Instant::now();
         match role {
             Some(role) => {
-                let mut known = self.known.lock().expect("cache lock");
-                if known.len() >= CACHE_LIMIT && !known.contains_key(&key) {
-                    let ttl = self.ttl;
-                    known.retain(|_, (_, at)| now.saturating_duration_since(*at) < ttl);
-                    if known.len() >= CACHE_LIMIT {
-                        known.clear();
-                    }
-                }
-                known.insert(key, (role, now));
-                drop(known);
-                self.unknown.lock().expect("cache lock").remove(&key);
+                self.known.insert(key, role, now);
+                self.unknown.remove(&key);
             }
-            None => {
-                let mut unknown = self.unknown.lock().expect("cache lock");
-                if unknown.len() >= CACHE_LIMIT && !unknown.contains_key(&key) {
-                    let ttl = self.unknown_ttl;
-                    unknown.retain(|_, at| now.saturating_duration_since(*at) < ttl);
-                    if unknown.len() >= CACHE_LIMIT {
-                        unknown.clear();
-                    }
-                }
-                unknown.insert(key, now);
-            }
+            None => self.unknown.insert(key, (), now),
         }
         Ok(role)
     }
@@ -285,19 +285,25 @@ mod tests {
         let ttl = Duration::from_millis(300);
         let store = KeyStore::new(pool.clone()).with_unknown_ttl(ttl);
         let token = "tm_created_later";
-        assert_eq!(store.role_of(token).await.unwrap(), None);
+        assert_eq!(
+            store.authenticate(token, None).await.unwrap(),
+            Auth::Unknown
+        );
         sqlx::query("INSERT INTO api_keys (name, role, token_hash) VALUES ('later', 'read', $1)")
             .bind(hash(token))
             .execute(&pool)
             .await
             .unwrap();
         assert_eq!(
-            store.role_of(token).await.unwrap(),
-            None,
+            store.authenticate(token, None).await.unwrap(),
+            Auth::Unknown,
             "answered from the negative cache"
         );
         tokio::time::sleep(ttl + Duration::from_millis(50)).await;
-        assert_eq!(store.role_of(token).await.unwrap(), Some(Role::Read));
+        assert_eq!(
+            store.authenticate(token, None).await.unwrap(),
+            Auth::Known(Role::Read)
+        );
     }
 
     /// Past the limit of unknown tokens, a client is refused without a lookup (the pool
