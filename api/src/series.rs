@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use tidemark_core::bucket::HOUR_MS;
 use tidemark_core::db::{bucket_from_row, BUCKET_COLUMNS};
-use tidemark_core::http::ApiError;
+use tidemark_core::http::{self, ApiError};
 use tidemark_core::sample::format_instant;
 use tidemark_core::Bucket;
 
@@ -167,8 +167,12 @@ pub async fn get_series(
     State(state): State<ApiState>,
     query: Result<Query<SeriesQuery>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let Query(q) = query
-        .map_err(|e| ApiError::bad_request("invalid_query", format!("query: {}", e.body_text())))?;
+    let Query(q) = query.map_err(|e| {
+        ApiError::bad_request(
+            "invalid_query",
+            format!("query: {}", http::quote_within(&e.body_text())),
+        )
+    })?;
     let now = chrono::Utc::now().timestamp_millis();
     let Params {
         service,

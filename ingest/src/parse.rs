@@ -258,15 +258,6 @@ fn serde_samples(body: &[u8]) -> Result<Vec<RawSample<'_>>, ApiError> {
 }
 
 impl RawSamples<'_> {
-    /// How many samples the body holds.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
     /// Validates every sample; all-or-nothing.
     pub fn validate(&self, bounds: TimeBounds) -> Result<Vec<Sample<'_>>, ApiError> {
         validate(&self.0, bounds)

@@ -83,7 +83,7 @@ async fn harness(inflight: usize) -> Harness {
     let state = IngestState {
         batcher: Arc::new(batcher),
         cardinality: Arc::new(Cardinality::new(1000, &unique("it"), redis.clone())),
-        inflight: Arc::new(tokio::sync::Semaphore::new(inflight)),
+        inflight: Arc::new(tidemark_ingest::Inflight::new(inflight)),
         max_body_bytes: 64 * 1024,
         max_decompressed_bytes: 32 << 20,
         max_sample_age: Duration::from_secs(7 * 86_400),

@@ -815,21 +815,26 @@ async fn time_to_progress(p: &Pipeline, what: &str) -> Duration {
     start.elapsed()
 }
 
-/// `min / median / max` of failover times, in seconds.
-fn distribution(times: &mut [Duration]) -> String {
+/// The bound an operator relies on: a replacement applies new messages this soon.
+const FAILOVER_BOUND: Duration = Duration::from_secs(10);
+
+/// Prints `min / median / max` of failover times and asserts each is within
+/// [`FAILOVER_BOUND`].
+fn report_failover(name: &str, what: &str, times: &mut [Duration]) {
     times.sort();
     let s = |d: Duration| format!("{:.2}", d.as_secs_f64());
-    format!(
-        "min {} / median {} / max {} s over {}",
+    println!(
+        "chaos {name}: {what}: min {} / median {} / max {} s over {}",
         s(times[0]),
         s(times[times.len() / 2]),
         s(times[times.len() - 1]),
         times.len()
-    )
+    );
+    assert!(
+        times.iter().all(|t| *t <= FAILOVER_BOUND),
+        "{name}: {what} within {FAILOVER_BOUND:?}: {times:?}"
+    );
 }
-
-/// The bound an operator relies on: a replacement applies new messages this soon.
-const FAILOVER_BOUND: Duration = Duration::from_secs(10);
 
 /// One aggregator SIGKILLed 20 times at random moments under load and restarted: after
 /// each restart it applies new messages within [`FAILOVER_BOUND`], and in the end
@@ -855,14 +860,7 @@ async fn restarts_after_sigkill(name: &str, seed: u64, partitions: Option<(&str,
         times.push(time_to_progress(&c.p, &format!("after restart {kill}")).await);
     }
     let report = load.finish().await;
-    println!(
-        "chaos {name}: restarted aggregator applying again: {}",
-        distribution(&mut times)
-    );
-    assert!(
-        times.iter().all(|t| *t <= FAILOVER_BOUND),
-        "{name}: every restart applies within {FAILOVER_BOUND:?}: {times:?}"
-    );
+    report_failover(name, "restarted aggregator applying again", &mut times);
     settle(name, seed, &mut c, report, Instant::now()).await;
 }
 
@@ -908,13 +906,10 @@ async fn chaos_failover_standby_takes_over() {
         c.restart_aggregator(victim).await;
     }
     let report = load.finish().await;
-    println!(
-        "chaos failover_standby: standby applying after the owner's SIGKILL: {}",
-        distribution(&mut times)
-    );
-    assert!(
-        times.iter().all(|t| *t <= FAILOVER_BOUND),
-        "the standby takes over within {FAILOVER_BOUND:?}: {times:?}"
+    report_failover(
+        "failover_standby",
+        "standby applying after the owner's SIGKILL",
+        &mut times,
     );
     settle("failover_standby", seed, &mut c, report, Instant::now()).await;
 }

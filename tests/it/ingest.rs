@@ -66,7 +66,7 @@ async fn harness_with(
     let state = IngestState {
         batcher: Arc::new(batcher),
         cardinality: Arc::new(Cardinality::new(max_series, &unique("it"), redis)),
-        inflight: Arc::new(tokio::sync::Semaphore::new(inflight)),
+        inflight: Arc::new(tidemark_ingest::Inflight::new(inflight)),
         max_body_bytes: 64 * 1024,
         max_decompressed_bytes: 256 * 1024,
         max_sample_age: Duration::from_secs(7 * 86_400),
