@@ -10,8 +10,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use tidemark_core::auth::{self, Role as KeyRole};
-use tidemark_core::{db, telemetry, Config};
+use tidemark_runtime::auth::{self, Role as KeyRole};
+use tidemark_runtime::{telemetry, Config};
+use tidemark_store::db;
 use tokio_util::sync::CancellationToken;
 
 use crate::roles::{Role, Shared};

@@ -5,8 +5,9 @@
 
 use tidemark_aggregator::hot::{HotBucket, HotWriter};
 use tidemark_aggregator::quarantine::{self, Replayed};
-use tidemark_core::sample::format_instant;
-use tidemark_core::{db, hot, Config};
+use tidemark_model::time::format_instant;
+use tidemark_runtime::Config;
+use tidemark_store::{db, hot};
 
 pub async fn list(config: &Config, all: bool) -> anyhow::Result<()> {
     let pool = db::connect(&config.database_url, 1, false).await?;

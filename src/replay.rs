@@ -3,8 +3,9 @@
 
 use indicatif::{ProgressBar, ProgressStyle};
 use tidemark_aggregator::replay::{self, Progress};
-use tidemark_core::sample::{format_instant, parse_instant};
-use tidemark_core::{db, hot, Config};
+use tidemark_model::time::{format_instant, parse_instant};
+use tidemark_runtime::Config;
+use tidemark_store::{db, hot};
 
 struct Bar(ProgressBar);
 

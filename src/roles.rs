@@ -10,12 +10,13 @@ use tidemark_aggregator::progress::{stalled, Progress};
 use tidemark_aggregator::{Aggregator, AggregatorDeps};
 use tidemark_alerter::Alerter;
 use tidemark_api::{Api, ApiDeps};
-use tidemark_core::auth::KeyStore;
-use tidemark_core::backlog::Backlog;
-use tidemark_core::http::{Ops, ReadyCheck, ReadyDetail};
-use tidemark_core::serve::ServeLimits;
-use tidemark_core::{db, hot, kafka, telemetry, Config};
 use tidemark_ingest::{Ingest, IngestDeps};
+use tidemark_runtime::auth::KeyStore;
+use tidemark_runtime::backlog::Backlog;
+use tidemark_runtime::http::{Ops, ReadyCheck, ReadyDetail};
+use tidemark_runtime::serve::ServeLimits;
+use tidemark_runtime::{kafka, telemetry, Config};
+use tidemark_store::{db, hot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -255,10 +256,10 @@ async fn serve_ops(
     limits: ServeLimits,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let listener = tidemark_core::serve::bind(addr, what).await?;
-    let router = tidemark_core::http::with_common_layers(
-        tidemark_core::http::ops_router(ops),
+    let listener = tidemark_runtime::serve::bind(addr, what).await?;
+    let router = tidemark_runtime::http::with_common_layers(
+        tidemark_runtime::http::ops_router(ops),
         Duration::from_secs(10),
     );
-    tidemark_core::serve::serve(listener, router, limits, shutdown).await
+    tidemark_runtime::serve::serve(listener, router, limits, shutdown).await
 }

@@ -6,9 +6,9 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 use std::sync::Arc;
 
-use tidemark_core::auth::{self, Role as KeyRole};
-use tidemark_core::backlog::{Backlog, EMBEDDED_LIMIT_BYTES};
-use tidemark_core::Config;
+use tidemark_runtime::auth::{self, Role as KeyRole};
+use tidemark_runtime::backlog::{Backlog, EMBEDDED_LIMIT_BYTES};
+use tidemark_runtime::Config;
 use tokio_util::sync::CancellationToken;
 
 use crate::roles::{self, Role, Shared};

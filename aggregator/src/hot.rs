@@ -2,10 +2,10 @@
 //! Redis lost it. Failures here are logged and counted, never fatal: Redis is a cache.
 
 use sqlx::{PgPool, Row};
-use tidemark_core::bucket::HOUR_MS;
-use tidemark_core::db::{bucket_from_row, BUCKET_COLUMNS};
-use tidemark_core::hot::{field, HotKeys, Redis, HOUR_KEY_TTL};
-use tidemark_core::Bucket;
+use tidemark_model::bucket::HOUR_MS;
+use tidemark_model::Bucket;
+use tidemark_store::db::{bucket_from_row, BUCKET_COLUMNS};
+use tidemark_store::hot::{field, HotKeys, Redis, HOUR_KEY_TTL};
 
 /// How many recent hours the hot copy holds (the current one and the one before).
 const HOT_HOURS: i64 = 2;
@@ -105,6 +105,6 @@ impl HotWriter {
 }
 
 fn recent_hours_start() -> i64 {
-    tidemark_core::bucket::hour_start(chrono::Utc::now().timestamp_millis())
+    tidemark_model::bucket::hour_start(chrono::Utc::now().timestamp_millis())
         - (HOT_HOURS - 1) * HOUR_MS
 }

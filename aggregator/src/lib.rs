@@ -25,10 +25,10 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use sqlx::PgPool;
-use tidemark_core::backlog::Backlog;
-use tidemark_core::backoff::Backoff;
-use tidemark_core::hot::HotKeys;
-use tidemark_core::Config;
+use tidemark_runtime::backlog::Backlog;
+use tidemark_runtime::backoff::Backoff;
+use tidemark_runtime::Config;
+use tidemark_store::hot::HotKeys;
 use tokio_util::sync::CancellationToken;
 
 use crate::hot::{HotBucket, HotWriter};
@@ -52,7 +52,7 @@ const KAFKA_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct AggregatorDeps {
     pub brokers: String,
     pub pool: PgPool,
-    pub redis: tidemark_core::hot::Redis,
+    pub redis: tidemark_store::hot::Redis,
     /// The embedded broker's bound (`standalone` only), released as samples commit.
     pub backlog: Option<Arc<Backlog>>,
 }
@@ -78,7 +78,7 @@ pub struct Aggregator {
 
 impl Aggregator {
     pub async fn build(config: &Config, deps: AggregatorDeps) -> anyhow::Result<Self> {
-        let consumer: StreamConsumer = tidemark_core::kafka::client_config(&deps.brokers)
+        let consumer: StreamConsumer = tidemark_runtime::kafka::client_config(&deps.brokers)
             .set("group.id", format!("{}.aggregator", config.topics.prefix))
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
@@ -91,7 +91,7 @@ impl Aggregator {
             .create()?;
         let brokers = deps.brokers.clone();
         let cluster_id = tokio::task::spawn_blocking(move || {
-            tidemark_core::kafka::cluster_id(&brokers, Duration::from_secs(10))
+            tidemark_runtime::kafka::cluster_id(&brokers, Duration::from_secs(10))
         })
         .await??;
         let hot = HotWriter::new(
@@ -329,7 +329,7 @@ impl Aggregator {
         let mut tpl = TopicPartitionList::new();
         let mut failed = Vec::new();
         for p in partitions {
-            let from = self.states[&p].next_offset - tidemark_core::kafka::MAX_BATCH_MESSAGES;
+            let from = self.states[&p].next_offset - tidemark_runtime::kafka::MAX_BATCH_MESSAGES;
             match self.fetch_start(p, from) {
                 Ok(from) => {
                     let _ = tpl.add_partition_offset(&self.topic, p, Offset::Offset(from));
@@ -618,7 +618,10 @@ impl Aggregator {
             held: Vec::new(),
         });
         let from = st.start;
-        self.seek_back(partition, from - tidemark_core::kafka::MAX_BATCH_MESSAGES)
+        self.seek_back(
+            partition,
+            from - tidemark_runtime::kafka::MAX_BATCH_MESSAGES,
+        )
     }
 
     /// One flush of the flushable partitions (all, or `only` one), retried while the

@@ -11,8 +11,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use sqlx::{PgPool, Row};
-use tidemark_core::bucket::{hour_start, HOUR_MS};
-use tidemark_core::sample::format_instant;
+use tidemark_model::bucket::{hour_start, HOUR_MS};
+use tidemark_model::time::format_instant;
 
 use crate::state::{Fence, PartitionState, SeriesCache};
 use crate::store::{upsert_series, write_buckets, OnConflict, Written};
@@ -66,7 +66,7 @@ pub async fn replay(
     progress: &dyn Progress,
 ) -> Result<ReplaySummary, ReplayError> {
     let (from, to) = hour_range(from_ms, to_ms);
-    let consumer: BaseConsumer = tidemark_core::kafka::client_config(brokers)
+    let consumer: BaseConsumer = tidemark_runtime::kafka::client_config(brokers)
         .set("group.id", format!("{topic}.replay"))
         .set("enable.auto.commit", "false")
         .create()
@@ -74,7 +74,7 @@ pub async fn replay(
     let starts = tokio::task::block_in_place(|| {
         start_offsets(&consumer, topic, from - max_future.as_millis() as i64)
     })?;
-    let cluster = tidemark_core::kafka::cluster_id(brokers, Duration::from_secs(10))?;
+    let cluster = tidemark_runtime::kafka::cluster_id(brokers, Duration::from_secs(10))?;
 
     let mut tx = pool.begin().await.map_err(anyhow::Error::from)?;
     // Holding these rows keeps aggregators from committing until the range is replaced.

@@ -5,11 +5,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tidemark_core::backlog::{sample_size, MESSAGE_OVERHEAD};
-use tidemark_core::bucket::hour_start;
-use tidemark_core::sample::FieldError;
-use tidemark_core::series::series_id;
-use tidemark_core::Bucket;
+use tidemark_model::bucket::hour_start;
+use tidemark_model::sample::FieldError;
+use tidemark_model::series::series_id;
+use tidemark_model::Bucket;
+use tidemark_runtime::backlog::{sample_size, MESSAGE_OVERHEAD};
 use tidemark_schemas::SampleBatchView;
 
 /// What identifies a series, kept once per series.
@@ -95,7 +95,7 @@ struct Gap {
 pub enum QuarantineKind {
     /// Not a `SampleBatch` of any registered schema.
     Undecodable,
-    /// A sample breaks the rules ingest enforces (`tidemark_core::sample::check_wire_*`).
+    /// A sample breaks the rules ingest enforces (`tidemark_model::sample::check_wire_*`).
     Invalid,
     /// Postgres refused its data (found by isolating a failed flush).
     Refused,
@@ -152,7 +152,7 @@ pub struct PartitionState {
     /// Chunks of idempotent requests, in log order, not yet known to be new.
     pub chunks: Vec<PendingChunk>,
     pub samples: u64,
-    /// Estimated encoded size of the consumed samples (see `tidemark_core::backlog`).
+    /// Estimated encoded size of the consumed samples (see `tidemark_runtime::backlog`).
     pub bytes: u64,
     /// Messages set aside since the fence, in log order.
     pub quarantined: Vec<Quarantined>,
@@ -339,7 +339,7 @@ impl PartitionState {
             .iter()
             .enumerate()
             .map(|(i, s)| {
-                tidemark_core::sample::check_wire_values(s.value, s.count, s.timestamp)
+                tidemark_model::sample::check_wire_values(s.value, s.count, s.timestamp)
                     .and_then(|()| series.resolve(s.service, s.metric, &s.tags))
                     .map_err(|e| format!("samples[{i}].{}: {}", e.field, e.message))
             })
@@ -434,7 +434,7 @@ impl SeriesCache {
     ) -> Result<i64, FieldError> {
         let id = series_id(service, metric, tags.iter().copied());
         if let std::collections::hash_map::Entry::Vacant(slot) = self.by_id.entry(id) {
-            tidemark_core::sample::check_wire_series(service, metric, tags)?;
+            tidemark_model::sample::check_wire_series(service, metric, tags)?;
             slot.insert(Arc::new(SeriesMeta {
                 id,
                 service: service.to_owned(),
@@ -456,7 +456,7 @@ impl SeriesCache {
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
-    use tidemark_core::bucket::HOUR_MS;
+    use tidemark_model::bucket::HOUR_MS;
     use tidemark_schemas::{SampleBatch, WireSample};
 
     fn sample(service: &str, value: f64, count: i64, error: bool, ts: i64) -> WireSample {

@@ -6,8 +6,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use sqlx::{PgPool, Postgres, Row, Transaction};
-use tidemark_core::db::{bucket_from_row, BUCKET_COLUMNS};
-use tidemark_core::Bucket;
+use tidemark_model::Bucket;
+use tidemark_store::db::{bucket_from_row, BUCKET_COLUMNS};
 
 use crate::state::{Deltas, Fence, PartitionState, Quarantined, SeriesMeta};
 

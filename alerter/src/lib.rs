@@ -2,9 +2,9 @@
 //! `/readyz`) on `TIDEMARK_ALERTER_ADDR`; the alert lifecycle (breaches → alerts →
 //! notifications) is not built yet, see ARCHITECTURE.md.
 
-use tidemark_core::http::{self, Ops};
-use tidemark_core::serve::{self, ServeLimits};
-use tidemark_core::Config;
+use tidemark_runtime::http::{self, Ops};
+use tidemark_runtime::serve::{self, ServeLimits};
+use tidemark_runtime::Config;
 use tokio_util::sync::CancellationToken;
 
 pub struct Alerter {

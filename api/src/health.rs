@@ -11,14 +11,14 @@ use axum::Json;
 use redis::AsyncCommands;
 use serde::Serialize;
 use sqlx::Row;
-use tidemark_core::bucket::{hour_start, HOUR_MS};
-use tidemark_core::db::{bucket_from_row, BUCKET_COLUMNS};
-use tidemark_core::hot::metric_of;
-use tidemark_core::http::ApiError;
-use tidemark_core::Bucket;
+use tidemark_model::bucket::{hour_start, HOUR_MS};
+use tidemark_model::Bucket;
+use tidemark_runtime::http::ApiError;
+use tidemark_store::db::{bucket_from_row, BUCKET_COLUMNS};
+use tidemark_store::hot::metric_of;
 
 use crate::{params, ApiState};
-use tidemark_core::sample::format_instant;
+use tidemark_model::time::format_instant;
 
 /// No sample for this long makes a service `stale`.
 const STALE_AFTER_MS: i64 = 10 * 60_000;

@@ -12,10 +12,9 @@ pub mod series;
 pub mod params {
     use std::collections::BTreeMap;
 
-    use tidemark_core::http::ApiError;
-    use tidemark_core::sample::{
-        self, format_instant, parse_instant, FieldError, MAX_TAGS, STORABLE_MS,
-    };
+    use tidemark_model::sample::{self, FieldError, MAX_TAGS, STORABLE_MS};
+    use tidemark_model::time::{format_instant, parse_instant};
+    use tidemark_runtime::http::ApiError;
 
     fn bad(code: &'static str, message: String) -> ApiError {
         ApiError::bad_request(code, message)
@@ -97,7 +96,7 @@ pub mod params {
     #[cfg(test)]
     mod tests {
         use super::*;
-        use tidemark_core::sample::{Sample, SampleFields, TimeBounds};
+        use tidemark_model::sample::{Sample, SampleFields, TimeBounds};
 
         /// Whether ingest would accept a sample with these names.
         fn sample_accepts(service: &str, metric: &str, tag_key: &str) -> bool {
@@ -197,11 +196,11 @@ use std::time::Duration;
 use axum::routing::get;
 use axum::{middleware, Router};
 use sqlx::PgPool;
-use tidemark_core::auth::{KeyStore, Role};
-use tidemark_core::hot::HotKeys;
-use tidemark_core::http::{self, Ops, RequireRole};
-use tidemark_core::serve::{self, ServeLimits};
-use tidemark_core::Config;
+use tidemark_runtime::auth::{KeyStore, Role};
+use tidemark_runtime::http::{self, Ops, RequireRole};
+use tidemark_runtime::serve::{self, ServeLimits};
+use tidemark_runtime::Config;
+use tidemark_store::hot::HotKeys;
 use tokio_util::sync::CancellationToken;
 
 /// How often the per-service gauges on `/metrics` are recomputed.
@@ -210,7 +209,7 @@ const GAUGE_REFRESH: Duration = Duration::from_secs(15);
 #[derive(Clone)]
 pub struct ApiState {
     pub pool: PgPool,
-    pub redis: tidemark_core::hot::Redis,
+    pub redis: tidemark_store::hot::Redis,
     pub hot_keys: HotKeys,
     pub latency_metric: String,
     pub overview: Arc<health::Overview>,
@@ -236,7 +235,7 @@ pub fn router(state: ApiState, keys: Arc<KeyStore>) -> Router {
 /// Connections the role needs, opened by the caller.
 pub struct ApiDeps {
     pub pool: PgPool,
-    pub redis: tidemark_core::hot::Redis,
+    pub redis: tidemark_store::hot::Redis,
     pub keys: Arc<KeyStore>,
     pub ops: Ops,
     /// The process's serving limits, shared by its listeners.

@@ -9,15 +9,15 @@ use axum::extract::{Query, State};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
-use tidemark_core::bucket::HOUR_MS;
-use tidemark_core::db::{bucket_from_row, BUCKET_COLUMNS};
-use tidemark_core::http::{self, ApiError};
-use tidemark_core::sample::format_instant;
-use tidemark_core::Bucket;
+use tidemark_model::bucket::HOUR_MS;
+use tidemark_model::time::format_instant;
+use tidemark_model::Bucket;
+use tidemark_runtime::http::{self, ApiError};
+use tidemark_store::db::{bucket_from_row, BUCKET_COLUMNS};
 
 use crate::params;
 use crate::ApiState;
-use tidemark_core::sample::STORABLE_MS;
+use tidemark_model::sample::STORABLE_MS;
 
 const DAY_MS: i64 = 24 * HOUR_MS;
 

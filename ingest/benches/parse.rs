@@ -11,7 +11,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use std::io::Write;
-use tidemark_core::sample::TimeBounds;
+use tidemark_model::sample::TimeBounds;
 
 use tidemark_ingest::parse::{decode_body, decode_samples};
 

@@ -7,8 +7,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
 
-use tidemark_core::hot::Redis;
-use tidemark_core::Sample;
+use tidemark_model::Sample;
+use tidemark_store::hot::Redis;
 
 /// Checks, and adds if there is room, each series id; returns the ids refused.
 const ADMIT: &str = r"
@@ -81,7 +81,7 @@ impl Cardinality {
             index,
             format!(
                 "service {:?} has reached its limit of {} series",
-                tidemark_core::http::quote(service),
+                tidemark_runtime::http::quote(service),
                 self.limit
             ),
         ))

@@ -16,11 +16,11 @@ use axum::response::IntoResponse;
 use axum::routing::post;
 use axum::{middleware, Json, Router};
 use serde_json::json;
-use tidemark_core::auth::{KeyStore, Role};
-use tidemark_core::http::{self, ApiError, Ops, RequireRole};
-use tidemark_core::sample::TimeBounds;
-use tidemark_core::serve::{self, ServeLimits};
-use tidemark_core::Config;
+use tidemark_model::sample::TimeBounds;
+use tidemark_runtime::auth::{KeyStore, Role};
+use tidemark_runtime::http::{self, ApiError, Ops, RequireRole};
+use tidemark_runtime::serve::{self, ServeLimits};
+use tidemark_runtime::Config;
 use tokio_util::sync::CancellationToken;
 
 pub use batcher::{Batcher, BatcherConfig, BatcherTasks, MAX_BATCH};
@@ -176,10 +176,10 @@ pub struct Ingest {
 pub struct IngestDeps {
     pub brokers: String,
     pub keys: Arc<KeyStore>,
-    pub redis: tidemark_core::hot::Redis,
+    pub redis: tidemark_store::hot::Redis,
     pub ops: Ops,
     /// The embedded broker's bound (`standalone` only).
-    pub backlog: Option<Arc<tidemark_core::backlog::Backlog>>,
+    pub backlog: Option<Arc<tidemark_runtime::backlog::Backlog>>,
     /// The process's serving limits, shared by its listeners.
     pub limits: ServeLimits,
 }
@@ -187,14 +187,13 @@ pub struct IngestDeps {
 impl Ingest {
     /// Creates the producer and batcher and binds `config.ingest_addr`.
     pub async fn build(config: &Config, deps: IngestDeps) -> anyhow::Result<Self> {
-        let producers = Arc::new(ProducerHandle::new(tidemark_core::kafka::producer_config(
-            &deps.brokers,
-            config.ack_timeout,
-        ))?);
+        let producers = Arc::new(ProducerHandle::new(
+            tidemark_runtime::kafka::producer_config(&deps.brokers, config.ack_timeout),
+        )?);
         let brokers = deps.brokers.clone();
         let topic = config.topics.samples.clone();
         let partitions = tokio::task::spawn_blocking(move || {
-            tidemark_core::kafka::partition_count(&brokers, &topic, Duration::from_secs(10))
+            tidemark_runtime::kafka::partition_count(&brokers, &topic, Duration::from_secs(10))
         })
         .await??;
         let (batcher, tasks) = Batcher::start(

@@ -9,9 +9,9 @@ use std::io::Read;
 
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
-use tidemark_core::http::{quote, quote_within, ApiError};
-use tidemark_core::sample::{FieldError, SampleFields, TimeBounds, TimestampInput};
-use tidemark_core::Sample;
+use tidemark_model::sample::{FieldError, SampleFields, TimeBounds, TimestampInput};
+use tidemark_model::Sample;
+use tidemark_runtime::http::{quote, quote_within, ApiError};
 
 /// How many bad samples a 400 lists before summarising the rest.
 const REPORTED_ERRORS: usize = 5;

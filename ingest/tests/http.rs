@@ -14,9 +14,9 @@ use axum::Router;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 use serde_json::{json, Value};
-use tidemark_core::auth::{create_key, KeyStore, Role};
-use tidemark_core::http::{self, Ops};
 use tidemark_ingest::{Batcher, BatcherConfig, Cardinality, IngestState, ProducerHandle};
+use tidemark_runtime::auth::{create_key, KeyStore, Role};
+use tidemark_runtime::http::{self, Ops};
 use tower::ServiceExt;
 
 const TOPIC: &str = "t.samples";
@@ -28,10 +28,10 @@ fn unique(prefix: &str) -> String {
     )
 }
 
-async fn redis() -> tidemark_core::hot::Redis {
+async fn redis() -> tidemark_store::hot::Redis {
     let url = std::env::var("TIDEMARK_TEST_REDIS_URL")
         .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
-    tidemark_core::hot::Redis::connect(&tidemark_core::config::Secret::new(url))
+    tidemark_store::hot::Redis::connect(&tidemark_runtime::config::Secret::new(url))
         .await
         .expect("connect to the test Redis")
 }
@@ -60,7 +60,7 @@ async fn harness(inflight: usize) -> Harness {
     mock.create_topic(TOPIC, 1, 1).unwrap();
     let ack_timeout = Duration::from_secs(5);
     let producer = Arc::new(
-        ProducerHandle::new(tidemark_core::kafka::producer_config(
+        ProducerHandle::new(tidemark_runtime::kafka::producer_config(
             &mock.bootstrap_servers(),
             ack_timeout,
         ))
@@ -76,7 +76,7 @@ async fn harness(inflight: usize) -> Harness {
             backlog: None,
         },
     );
-    let pool = tidemark_core::db::fresh_test_database().await.1;
+    let pool = tidemark_store::db::fresh_test_database().await.1;
     let key = create_key(&pool, Role::Admin, "admin").await.unwrap();
     let keys = Arc::new(KeyStore::new(pool.clone()));
     let redis = redis().await;
@@ -98,7 +98,7 @@ async fn harness(inflight: usize) -> Harness {
     let api_state = tidemark_api::ApiState {
         pool,
         redis,
-        hot_keys: tidemark_core::hot::HotKeys::new(&prefix),
+        hot_keys: tidemark_store::hot::HotKeys::new(&prefix),
         latency_metric: "http.server.duration".into(),
         overview: Arc::new(tidemark_api::health::Overview::default()),
     };

@@ -12,10 +12,10 @@ use serde_json::Value;
 use sqlx::PgPool;
 use tidemark_api::series::{MAX_BUCKET_ROWS, MAX_RANGE_MS};
 use tidemark_api::{health, ApiState};
-use tidemark_core::auth::{create_key, KeyStore, Role};
-use tidemark_core::bucket::{hour_start, HOUR_MS};
-use tidemark_core::hot::HotKeys;
-use tidemark_core::Bucket;
+use tidemark_model::bucket::{hour_start, HOUR_MS};
+use tidemark_model::Bucket;
+use tidemark_runtime::auth::{create_key, KeyStore, Role};
+use tidemark_store::hot::HotKeys;
 use tower::ServiceExt;
 
 use crate::support::{fresh_database, redis_url, unique};
@@ -31,7 +31,7 @@ async fn harness() -> Harness {
     let (_, pool) = fresh_database().await;
     let key = create_key(&pool, Role::Read, "read").await.unwrap();
     let redis =
-        tidemark_core::hot::Redis::connect(&tidemark_core::config::Secret::new(redis_url()))
+        tidemark_store::hot::Redis::connect(&tidemark_runtime::config::Secret::new(redis_url()))
             .await
             .unwrap();
     let hot_keys = HotKeys::new(&unique("it"));

@@ -18,10 +18,10 @@ fn now_ms() -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn samples_travel_end_to_end_exactly() {
     // The health views speak of the current hour: keep the test inside one.
-    let into_hour = now_ms().rem_euclid(tidemark_core::bucket::HOUR_MS);
-    if into_hour > tidemark_core::bucket::HOUR_MS - 30_000 {
+    let into_hour = now_ms().rem_euclid(tidemark_model::bucket::HOUR_MS);
+    if into_hour > tidemark_model::bucket::HOUR_MS - 30_000 {
         tokio::time::sleep(Duration::from_millis(
-            (tidemark_core::bucket::HOUR_MS - into_hour) as u64 + 1_000,
+            (tidemark_model::bucket::HOUR_MS - into_hour) as u64 + 1_000,
         ))
         .await;
     }
@@ -69,9 +69,9 @@ async fn samples_travel_end_to_end_exactly() {
     );
     for (partition, batch) in &batches {
         for s in &batch.samples {
-            let id = tidemark_core::series::series_id(&s.service, &s.metric, &s.tags);
+            let id = tidemark_model::series::series_id(&s.service, &s.metric, &s.tags);
             assert_eq!(
-                tidemark_core::series::partition_of(id, SEVERAL_PARTITIONS.1.parse().unwrap()),
+                tidemark_model::series::partition_of(id, SEVERAL_PARTITIONS.1.parse().unwrap()),
                 *partition,
                 "series routed to its partition"
             );
@@ -137,7 +137,7 @@ async fn killing_the_aggregator_loses_and_duplicates_nothing() {
 /// The current hour's counts per service and per metric, from the hot copy and — once
 /// the hot copy is marked incomplete — from Postgres.
 async fn assert_health_matches(p: &Pipeline, tally: &Tally) {
-    let current = tidemark_core::bucket::hour_start(chrono::Utc::now().timestamp_millis());
+    let current = tidemark_model::bucket::hour_start(chrono::Utc::now().timestamp_millis());
     let mut expected: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
     for ((key, hour), e) in tally {
         if *hour == current {

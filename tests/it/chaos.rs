@@ -260,7 +260,7 @@ async fn where_lost(p: &Pipeline, acked: &Tally) -> String {
                 tags: s.tags.clone(),
             };
             let entry = in_topic
-                .entry((key, tidemark_core::bucket::hour_start(s.timestamp)))
+                .entry((key, tidemark_model::bucket::hour_start(s.timestamp)))
                 .or_insert((0, *partition));
             entry.0 += s.count.max(1) as u64;
         }
@@ -339,7 +339,7 @@ async fn chaos_poison_messages_with_aggregator_sigkills() {
         .unwrap();
     let load = c.load(seed, Duration::from_millis(100), Retry::Never);
     let producer: FutureProducer =
-        tidemark_core::kafka::producer_config(&c.p.brokers, Duration::from_secs(10))
+        tidemark_runtime::kafka::producer_config(&c.p.brokers, Duration::from_secs(10))
             .create()
             .unwrap();
     let topic = format!("{}.samples", c.p.prefix);

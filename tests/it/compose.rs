@@ -1,4 +1,4 @@
-//! Checks the deployment files (docker-compose.yml, deploy/prometheus, deploy/grafana) against the binary's configuration contract in `tidemark_core::config`.
+//! Checks the deployment files (docker-compose.yml, deploy/prometheus, deploy/grafana) against the binary's configuration contract in `tidemark_runtime::config`.
 //!
 //! No Docker engine is needed: the files are parsed and cross-checked. YAML anchors and
 //! aliases are resolved by `serde_yaml`; `<<` merge keys are resolved with
@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde_yaml::Value;
-use tidemark_core::config::{env_vars, DEFAULT_API_ADDR, DEFAULT_INGEST_ADDR};
+use tidemark_runtime::config::{env_vars, DEFAULT_API_ADDR, DEFAULT_INGEST_ADDR};
 
 /// The Tidemark role services and the variable each one listens on.
 const ROLES: &[(&str, &str)] = &[
@@ -399,7 +399,7 @@ fn compose_only_uses_contract_env_vars() {
     assert!(
         unknown.is_empty(),
         "docker-compose.yml uses {unknown:?}, which the binary does not read \
-         (not in tidemark_core::config::env_vars() = {known:?})"
+         (not in tidemark_runtime::config::env_vars() = {known:?})"
     );
 }
 

@@ -156,8 +156,8 @@ async fn flushes_merge_into_stored_buckets() {
 async fn a_bucket_row_created_meanwhile_is_merged_not_overwritten() {
     let (_, pool) = fresh_database().await;
     let ts = batch(&[0.0]).samples[0].timestamp;
-    let id = tidemark_core::series::series_id("svc", "m", Vec::<(&str, &str)>::new());
-    let mut other = tidemark_core::Bucket::default();
+    let id = tidemark_model::series::series_id("svc", "m", Vec::<(&str, &str)>::new());
+    let mut other = tidemark_model::Bucket::default();
     for v in [1.0, 2.0, 3.0] {
         other.add(v, 1, false, ts);
     }
@@ -172,7 +172,7 @@ async fn a_bucket_row_created_meanwhile_is_merged_not_overwritten() {
          VALUES ($1, to_timestamp($2 / 1000.0), $3, 0, $4, $5, $6, to_timestamp($7 / 1000.0), $8)",
     )
     .bind(id)
-    .bind(tidemark_core::bucket::hour_start(ts))
+    .bind(tidemark_model::bucket::hour_start(ts))
     .bind(other.count as i64)
     .bind(other.sum)
     .bind(other.min)

@@ -10,7 +10,7 @@ use std::time::Duration;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
-use tidemark_core::config::Topics;
+use tidemark_runtime::config::Topics;
 use tidemark_schemas::{encode_sample_batch, SampleBatch, WireSample};
 
 use crate::support::{wait_stored, Pipeline};
@@ -37,12 +37,12 @@ fn one_sample(value: f64) -> Vec<u8> {
 async fn resuming_inside_a_batch_applies_exactly_its_rest() {
     let p = Pipeline::new(&[]).await;
     let topics = Topics::new(&p.prefix);
-    tidemark_core::kafka::ensure_topics(&p.brokers, &topics, 6)
+    tidemark_runtime::kafka::ensure_topics(&p.brokers, &topics, 6)
         .await
         .unwrap();
     // A long linger puts the ten messages into one batch.
     let producer: FutureProducer =
-        tidemark_core::kafka::producer_config(&p.brokers, Duration::from_secs(10))
+        tidemark_runtime::kafka::producer_config(&p.brokers, Duration::from_secs(10))
             .set("linger.ms", "200")
             .create()
             .unwrap();
@@ -69,7 +69,7 @@ async fn resuming_inside_a_batch_applies_exactly_its_rest() {
 
     // Samples 0..4 count as applied: the stored offset points at sample 4, and so does
     // the group's committed offset in Kafka, where the consumer starts.
-    let group: BaseConsumer = tidemark_core::kafka::client_config(&p.brokers)
+    let group: BaseConsumer = tidemark_runtime::kafka::client_config(&p.brokers)
         .set("group.id", format!("{}.aggregator", p.prefix))
         .create()
         .unwrap();
@@ -80,7 +80,7 @@ async fn resuming_inside_a_batch_applies_exactly_its_rest() {
     group.commit(&committed, CommitMode::Sync).unwrap();
     let brokers = p.brokers.clone();
     let cluster_id = tokio::task::spawn_blocking(move || {
-        tidemark_core::kafka::cluster_id(&brokers, Duration::from_secs(10))
+        tidemark_runtime::kafka::cluster_id(&brokers, Duration::from_secs(10))
     })
     .await
     .unwrap()

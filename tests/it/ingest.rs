@@ -11,9 +11,9 @@ use axum::Router;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 use serde_json::{json, Value};
-use tidemark_core::auth::{create_key, KeyStore, Role};
-use tidemark_core::backlog::{sample_size, Backlog};
 use tidemark_ingest::{Batcher, BatcherConfig, Cardinality, IngestState, ProducerHandle};
+use tidemark_runtime::auth::{create_key, KeyStore, Role};
+use tidemark_runtime::backlog::{sample_size, Backlog};
 use tower::ServiceExt;
 
 use crate::support::{fresh_database, read_topic, redis_url, unique};
@@ -40,7 +40,7 @@ async fn harness_with(
     let mock = MockCluster::new(1).unwrap();
     mock.create_topic(TOPIC, 3, 1).unwrap();
     let producer = Arc::new(
-        ProducerHandle::new(tidemark_core::kafka::producer_config(
+        ProducerHandle::new(tidemark_runtime::kafka::producer_config(
             &mock.bootstrap_servers(),
             ack_timeout,
         ))
@@ -60,7 +60,7 @@ async fn harness_with(
     let ingest_key = create_key(&pool, Role::Ingest, "ingest").await.unwrap();
     let read_key = create_key(&pool, Role::Read, "read").await.unwrap();
     let redis =
-        tidemark_core::hot::Redis::connect(&tidemark_core::config::Secret::new(redis_url()))
+        tidemark_store::hot::Redis::connect(&tidemark_runtime::config::Secret::new(redis_url()))
             .await
             .unwrap();
     let state = IngestState {

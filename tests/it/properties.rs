@@ -104,7 +104,7 @@ fn expected(service: &str, samples: &[(Gen, i64)]) -> BTreeMap<(SeriesKey, i64),
             tags: g.tags.clone(),
         };
         let w = out
-            .entry((key, tidemark_core::bucket::hour_start(*ts)))
+            .entry((key, tidemark_model::bucket::hour_start(*ts)))
             .or_insert(Want {
                 min: f64::INFINITY,
                 max: f64::NEG_INFINITY,

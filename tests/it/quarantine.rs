@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use sqlx::Row;
-use tidemark_core::config::Topics;
+use tidemark_runtime::config::Topics;
 use tidemark_schemas::{encode_sample_batch, SampleBatch, WireSample};
 
 use crate::support::{stored_count, wait_stored, Pipeline};
@@ -82,7 +82,7 @@ fn tidemark(p: &Pipeline, args: &[&str]) -> (bool, String) {
 async fn poison_messages_are_quarantined_and_the_rest_applied() {
     let p = Pipeline::new(&[]).await;
     let topics = Topics::new(&p.prefix);
-    tidemark_core::kafka::ensure_topics(&p.brokers, &topics, 1)
+    tidemark_runtime::kafka::ensure_topics(&p.brokers, &topics, 1)
         .await
         .unwrap();
     sqlx::query("ALTER TABLE series ADD CONSTRAINT refuse_poison CHECK (metric <> 'poison')")
@@ -90,7 +90,7 @@ async fn poison_messages_are_quarantined_and_the_rest_applied() {
         .await
         .unwrap();
     let producer: FutureProducer =
-        tidemark_core::kafka::producer_config(&p.brokers, Duration::from_secs(10))
+        tidemark_runtime::kafka::producer_config(&p.brokers, Duration::from_secs(10))
             .create()
             .unwrap();
     let nul = batch("m", 10.0, &[("k", "a\0b")]);

@@ -74,10 +74,12 @@ impl Progress for Silent {
 async fn replay_refuses_when_the_broker_dropped_the_start_of_the_range() {
     let mock: MockCluster<'static, DefaultProducerContext> = MockCluster::new(1).unwrap();
     mock.create_topic("r.samples", 1, 1).unwrap();
-    let producer: FutureProducer =
-        tidemark_core::kafka::producer_config(&mock.bootstrap_servers(), Duration::from_secs(10))
-            .create()
-            .unwrap();
+    let producer: FutureProducer = tidemark_runtime::kafka::producer_config(
+        &mock.bootstrap_servers(),
+        Duration::from_secs(10),
+    )
+    .create()
+    .unwrap();
     let started = chrono::Utc::now().timestamp_millis();
     // The mock keeps 5 MiB per partition; 7 MiB pushes the oldest out.
     // Random bytes, so compression cannot shrink them.
@@ -95,7 +97,7 @@ async fn replay_refuses_when_the_broker_dropped_the_start_of_the_range() {
             .unwrap();
     }
     let consumer: rdkafka::consumer::BaseConsumer =
-        tidemark_core::kafka::client_config(&mock.bootstrap_servers())
+        tidemark_runtime::kafka::client_config(&mock.bootstrap_servers())
             .create()
             .unwrap();
     let (low, _) = rdkafka::consumer::Consumer::fetch_watermarks(

@@ -126,7 +126,7 @@ async fn spawn_limited(p: &Pipeline, role: &str, ready_at: SocketAddr) -> Limite
 /// Opens `HALF_SENT` connections to `addr`, each sending half a request head, and gives
 /// the server a moment to refuse those past its cap: a client arriving while it still
 /// waits for their requests could be answered before sending its own (see
-/// `tidemark_core::serve::REFUSALS`).
+/// `tidemark_runtime::serve::REFUSALS`).
 async fn hold_half_sent(addr: SocketAddr) -> Vec<TcpStream> {
     let mut held = Vec::with_capacity(HALF_SENT);
     for _ in 0..HALF_SENT {

@@ -36,7 +36,7 @@ pub fn unique(prefix: &str) -> String {
 
 /// Creates an empty database and returns its URL and a pool on it, migrated.
 pub async fn fresh_database() -> (String, PgPool) {
-    tidemark_core::db::fresh_test_database().await
+    tidemark_store::db::fresh_test_database().await
 }
 
 /// A free loopback address for a role to listen on, from ports 20000–32767. Those lie
@@ -158,9 +158,10 @@ impl Pipeline {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
         );
-        let token = tidemark_core::auth::create_key(&pool, tidemark_core::auth::Role::Admin, "it")
-            .await
-            .unwrap();
+        let token =
+            tidemark_runtime::auth::create_key(&pool, tidemark_runtime::auth::Role::Admin, "it")
+                .await
+                .unwrap();
         Self {
             env,
             ingest,
@@ -238,7 +239,7 @@ fn log_file(dir: &std::path::Path, role: &str, addr: SocketAddr) -> std::fs::Fil
 /// 0.6.0 under-reports the high watermark when one produce request carried several
 /// records for a partition, so the watermark alone cannot say where the end is).
 pub fn read_topic(brokers: &str, topic: &str) -> Vec<(i32, SampleBatch)> {
-    let consumer: BaseConsumer = tidemark_core::kafka::client_config(brokers)
+    let consumer: BaseConsumer = tidemark_runtime::kafka::client_config(brokers)
         .set("group.id", unique("reader"))
         .set("enable.auto.commit", "false")
         .create()
@@ -361,8 +362,8 @@ pub fn merge(into: &mut Tally, from: Tally) {
 pub fn generate_requests(seed: u64, n: usize, services: usize, now_ms: i64) -> Vec<(Value, Tally)> {
     use rand::{Rng, SeedableRng};
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let current = tidemark_core::bucket::hour_start(now_ms);
-    let hour_ms = tidemark_core::bucket::HOUR_MS;
+    let current = tidemark_model::bucket::hour_start(now_ms);
+    let hour_ms = tidemark_model::bucket::HOUR_MS;
     let mut requests = Vec::new();
     let mut left = n;
     while left > 0 {
@@ -565,7 +566,7 @@ pub async fn stored_buckets(pool: &PgPool) -> BTreeMap<(SeriesKey, i64), Stored>
     let rows = sqlx::query(&format!(
         "SELECT s.service, s.metric, s.tags::text, (extract(epoch FROM b.hour) * 1000)::bigint, {} \
          FROM buckets b JOIN series s ON s.id = b.series_id",
-        tidemark_core::db::BUCKET_COLUMNS
+        tidemark_store::db::BUCKET_COLUMNS
     ))
     .fetch_all(pool)
     .await
@@ -577,7 +578,7 @@ pub async fn stored_buckets(pool: &PgPool) -> BTreeMap<(SeriesKey, i64), Stored>
                 metric: r.get(1),
                 tags: serde_json::from_str(r.get::<&str, _>(2)).unwrap(),
             };
-            let b = tidemark_core::db::bucket_from_row(r, 4).unwrap();
+            let b = tidemark_store::db::bucket_from_row(r, 4).unwrap();
             let stored = Stored {
                 count: b.count,
                 errors: b.error_count,

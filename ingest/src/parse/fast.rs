@@ -421,7 +421,7 @@ mod tests {
         use super::samples;
         use proptest::prelude::*;
         use std::time::Duration;
-        use tidemark_core::sample::TimeBounds;
+        use tidemark_model::sample::TimeBounds;
 
         fn config() -> ProptestConfig {
             ProptestConfig {

@@ -1,7 +1,25 @@
-//! Parsing of human durations such as `500ms`, `5s`, `5m`, `1h`, `7d` (config values,
-//! rule windows).
+//! Time as Tidemark writes and reads it: instants (RFC 3339 or Unix milliseconds) and
+//! human durations such as `500ms`, `5s`, `5m`, `1h`, `7d` (config values, rule windows).
 
 use std::time::Duration;
+
+/// Parses an instant given as RFC 3339 text or integer Unix milliseconds in text form
+/// (sample timestamps, query ranges).
+pub fn parse_instant(text: &str) -> Result<i64, String> {
+    if let Ok(ms) = text.parse::<i64>() {
+        return Ok(ms);
+    }
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.timestamp_millis())
+        .map_err(|e| format!("is neither RFC 3339 nor Unix milliseconds: {e}"))
+}
+
+/// RFC 3339 (UTC, milliseconds) of Unix milliseconds, as every response shows instants.
+pub fn format_instant(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_else(|| ms.to_string())
+}
 
 /// Parses `<integer><unit>` with unit `ms`, `s`, `m`, `h` or `d`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {

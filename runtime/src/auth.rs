@@ -281,7 +281,7 @@ mod tests {
     /// answered from the cache meanwhile.
     #[tokio::test]
     async fn unknown_tokens_are_remembered_briefly() {
-        let pool = crate::db::fresh_test_database().await.1;
+        let pool = tidemark_store::db::fresh_test_database().await.1;
         let ttl = Duration::from_millis(300);
         let store = KeyStore::new(pool.clone()).with_unknown_ttl(ttl);
         let token = "tm_created_later";
@@ -311,7 +311,7 @@ mod tests {
     /// clients are still looked up.
     #[tokio::test]
     async fn a_flood_of_unknown_tokens_is_refused_without_lookups() {
-        let pool = crate::db::fresh_test_database().await.1;
+        let pool = tidemark_store::db::fresh_test_database().await.1;
         let valid = create_key(&pool, Role::Ingest, "valid").await.unwrap();
         let store = KeyStore::new(pool.clone()).with_failure_limit(3, Duration::from_secs(10));
         let client: IpAddr = "192.0.2.7".parse().unwrap();

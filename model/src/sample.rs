@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use crate::time::parse_instant;
+
 /// One observation of `value`, seen `count` times, of a series `(service, metric, tags)`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample<'a> {
@@ -109,24 +111,6 @@ fn service_byte(b: u8) -> bool {
 
 fn metric_byte(b: u8) -> bool {
     service_byte(b) || b == b':'
-}
-
-/// Parses an instant given as RFC 3339 text or integer Unix milliseconds in text form
-/// (sample timestamps, query ranges).
-pub fn parse_instant(text: &str) -> Result<i64, String> {
-    if let Ok(ms) = text.parse::<i64>() {
-        return Ok(ms);
-    }
-    chrono::DateTime::parse_from_rfc3339(text)
-        .map(|t| t.timestamp_millis())
-        .map_err(|e| format!("is neither RFC 3339 nor Unix milliseconds: {e}"))
-}
-
-/// RFC 3339 (UTC, milliseconds) of Unix milliseconds, as every response shows instants.
-pub fn format_instant(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_else(|| ms.to_string())
 }
 
 fn parse_timestamp(

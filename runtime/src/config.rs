@@ -9,7 +9,8 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::duration::parse_duration;
+pub use tidemark_model::secret::Secret;
+use tidemark_model::time::parse_duration;
 
 pub const DEFAULT_INGEST_ADDR: &str = "127.0.0.1:8080";
 pub const DEFAULT_API_ADDR: &str = "127.0.0.1:8081";
@@ -59,25 +60,6 @@ const DEFAULTS: &[(&str, Option<&str>)] = &[
 /// one per key of the defaults, in their order.
 pub fn env_vars() -> Vec<String> {
     DEFAULTS.iter().map(|(k, _)| env_name(k)).collect()
-}
-
-/// A value that must never be printed: connection strings and tokens.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
 }
 
 /// Topic names derived from `TIDEMARK_TOPIC_PREFIX`.

@@ -892,7 +892,7 @@ mod tests {
     /// bearer scheme may be any case.
     #[tokio::test]
     async fn too_many_unknown_keys_from_one_address_get_429() {
-        let pool = crate::db::fresh_test_database().await.1;
+        let pool = tidemark_store::db::fresh_test_database().await.1;
         let token = crate::auth::create_key(&pool, Role::Read, "r")
             .await
             .unwrap();

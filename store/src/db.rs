@@ -8,22 +8,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool, Row};
 use tidemark_sketch::Sketch;
 
-use crate::bucket::Bucket;
-
-use crate::config::Secret;
-
-/// The URL with any password replaced, safe to print.
-pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let userinfo = &url[scheme_end + 3..at];
-            let user = userinfo.split(':').next().unwrap_or_default();
-            let hidden = if userinfo.contains(':') { ":***" } else { "" };
-            format!("{}{user}{hidden}{}", &url[..scheme_end + 3], &url[at..])
-        }
-        _ => url.to_owned(),
-    }
-}
+use tidemark_model::secret::{redact_url, Secret};
+use tidemark_model::Bucket;
 
 fn unreachable(url: &Secret, err: sqlx::Error) -> anyhow::Error {
     let missing_database = err
@@ -150,26 +136,4 @@ pub async fn fresh_test_database() -> (String, PgPool) {
     let pool = PgPool::connect(&url).await.unwrap();
     migrate(&pool).await.unwrap();
     (url, pool)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn redaction_hides_passwords_only() {
-        assert_eq!(
-            redact_url("postgres://u:pw@h:5432/db"),
-            "postgres://u:***@h:5432/db"
-        );
-        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
-        assert_eq!(
-            redact_url("redis://127.0.0.1:6379"),
-            "redis://127.0.0.1:6379"
-        );
-        assert_eq!(
-            redact_url("redis://:secret@h:6379/0"),
-            "redis://:***@h:6379/0"
-        );
-    }
 }

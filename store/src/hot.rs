@@ -14,7 +14,7 @@ use std::time::Duration;
 use redis::aio::MultiplexedConnection;
 use tokio::sync::Mutex;
 
-use crate::config::Secret;
+use tidemark_model::secret::{redact_url, Secret};
 
 pub const HOUR_KEY_TTL: Duration = Duration::from_secs(3 * 3600);
 
@@ -37,7 +37,7 @@ pub struct Redis {
 impl Redis {
     /// Connects once, failing with a message that names the URL (password hidden).
     pub async fn connect(url: &Secret) -> anyhow::Result<Self> {
-        let redacted_url = crate::db::redact_url(url.expose());
+        let redacted_url = redact_url(url.expose());
         let client = redis::Client::open(url.expose()).map_err(|e| {
             anyhow::anyhow!("TIDEMARK_REDIS_URL is not valid ({redacted_url}): {e}")
         })?;
