@@ -7,6 +7,9 @@
 //! - `<prefix>:hot:ready` — present only after an aggregator refilled the recent hours
 //!   from Postgres; without it readers must use Postgres (Redis was emptied or restarted).
 
+pub mod publish;
+pub mod read;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
