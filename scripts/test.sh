@@ -1,9 +1,34 @@
 #!/usr/bin/env bash
-# Runs Tidemark's whole test suite on this machine: checks that PostgreSQL and Redis are
-# up, installs the tansu broker when missing, starts it on loopback for the black-box
-# tests, runs every test, and stops the broker again.
+# Runs Tidemark's tests on this machine. With no argument, or `all`, the whole suite:
+# checks that PostgreSQL and Redis are up, installs the tansu broker when missing, starts
+# it on loopback for the black-box tests, runs every test, and stops the broker again.
+# One layer at a time (README, "Tests"):
+#   unit    needs nothing (the crates' own unit tests)
+#   local   needs PostgreSQL and Redis (and runs the unit tests too)
+#   broker  the black-box tests on the broker this script starts
+#   chaos   the chaos scenarios, one at a time, on that broker
+# Further arguments go to the test runner.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+layer=all
+case "${1:-}" in
+  all | unit | local | broker | chaos) layer="$1"; shift ;;
+esac
+
+if command -v cargo-nextest >/dev/null; then
+  runner=(cargo nextest run --no-fail-fast)
+  only() { echo -E "test(/^$1::/)"; }
+  skip_layers=(-E 'not test(/^(broker|chaos)::/)')
+else
+  runner=(cargo test --no-fail-fast)
+  only() { echo "--" "$1::"; }
+  skip_layers=(-- --skip broker:: --skip chaos::)
+fi
+
+if [ "$layer" = unit ]; then
+  exec "${runner[@]}" --workspace --lib --bins "$@"
+fi
 
 TANSU_PORT="${TANSU_PORT:-19092}"
 export TIDEMARK_TEST_BROKERS="127.0.0.1:${TANSU_PORT}"
@@ -19,6 +44,10 @@ pg_isready -h 127.0.0.1 -p 5432 -q || fail "PostgreSQL is not answering on 127.0
 psql -h 127.0.0.1 -U postgres -d postgres -Atc "SELECT datname FROM pg_database WHERE datname LIKE 'tm\_it\_%'" |
   while read -r db; do psql -h 127.0.0.1 -U postgres -d postgres -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)"; done
 redis-cli -h 127.0.0.1 -p 6379 --scan --pattern 'it????????????:*' | xargs -r redis-cli -h 127.0.0.1 -p 6379 del >/dev/null
+
+if [ "$layer" = local ]; then
+  exec "${runner[@]}" --workspace --lib --bins --tests "${skip_layers[@]}" "$@"
+fi
 
 if ! command -v tansu >/dev/null; then
   echo "test.sh: installing the tansu broker (one time, ~20 minutes on 2 cores)"
@@ -41,8 +70,8 @@ for _ in $(seq 1 50); do
 done
 echo "test.sh: tansu broker on ${TIDEMARK_TEST_BROKERS} (log: $log)"
 
-if command -v cargo-nextest >/dev/null; then
-  cargo nextest run --workspace --no-fail-fast "$@"
-else
-  cargo test --workspace --no-fail-fast "$@"
-fi
+case "$layer" in
+  all) "${runner[@]}" --workspace "$@" ;;
+  # shellcheck disable=SC2046 # the filter is one or two words by design
+  broker | chaos) "${runner[@]}" -p tidemark --test it $(only "$layer") "$@" ;;
+esac

@@ -1,10 +1,11 @@
-//! `tidemark quarantine list|replay`: the command-line face of
-//! `tidemark_aggregator::quarantine`. `replay` applies entries one by one, each in its
-//! own transaction, says what happened to each, and writes the buckets it changed to
-//! the Redis hot copy.
+//! `tidemark quarantine list|replay`: the command-line face of the quarantine table
+//! (`tidemark_store::quarantine`) and of `tidemark_aggregator::quarantine`. `replay`
+//! applies entries one by one, each in its own transaction, says what happened to each,
+//! and writes the buckets it changed to the Redis hot copy.
 
-use tidemark_aggregator::hot::{HotBucket, HotWriter};
+use tidemark_aggregator::hot::HotWriter;
 use tidemark_aggregator::quarantine::{self, Replayed};
+use tidemark_aggregator::store::Written;
 use tidemark_model::time::format_instant;
 use tidemark_runtime::Config;
 use tidemark_store::{db, hot};
@@ -12,7 +13,7 @@ use tidemark_store::{db, hot};
 pub async fn list(config: &Config, all: bool) -> anyhow::Result<()> {
     let pool = db::connect(&config.database_url, 1, false).await?;
     db::migrate(&pool).await?;
-    let entries = quarantine::list(&pool, all).await?;
+    let entries = tidemark_store::quarantine::list(&pool, all).await?;
     if entries.is_empty() {
         println!(
             "no quarantined messages{}",
@@ -44,7 +45,7 @@ pub async fn replay(config: &Config, id: Option<i64>) -> anyhow::Result<()> {
     db::migrate(&pool).await?;
     let ids = match id {
         Some(id) => vec![id],
-        None => quarantine::list(&pool, false)
+        None => tidemark_store::quarantine::list(&pool, false)
             .await?
             .into_iter()
             .map(|e| e.id)
@@ -71,7 +72,7 @@ pub async fn replay(config: &Config, id: Option<i64>) -> anyhow::Result<()> {
         match hot::Redis::connect(&config.redis_url).await {
             Ok(redis) => {
                 let keys = hot::HotKeys::new(&config.topics.prefix);
-                let hot: Vec<HotBucket<'_>> = written.iter().map(|w| w.hot()).collect();
+                let hot: Vec<_> = written.iter().map(Written::row).collect();
                 HotWriter::new(redis, keys, pool.clone())
                     .publish(&hot)
                     .await;

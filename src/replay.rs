@@ -52,13 +52,9 @@ pub async fn run(config: &Config, from: &str, to: Option<&str>) -> anyhow::Resul
     bar.finish_and_clear();
     // The hot copy may hold the old values: make readers use Postgres until an
     // aggregator refills it.
-    let ready = hot::HotKeys::new(&config.topics.prefix).ready();
+    let keys = hot::HotKeys::new(&config.topics.prefix);
     let invalidated = match hot::Redis::connect(&config.redis_url).await {
-        Ok(redis) => redis
-            .run(
-                |mut c| async move { redis::cmd("DEL").arg(ready).query_async::<()>(&mut c).await },
-            )
-            .await,
+        Ok(redis) => hot::publish::invalidate(&redis, &keys).await,
         Err(e) => Err(e),
     };
     if let Err(e) = invalidated {

@@ -5,18 +5,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use sqlx::PgPool;
 use tidemark_aggregator::progress::{stalled, Progress};
 use tidemark_aggregator::{Aggregator, AggregatorDeps};
 use tidemark_alerter::Alerter;
 use tidemark_api::{Api, ApiDeps};
 use tidemark_ingest::{Ingest, IngestDeps};
 use tidemark_runtime::auth::KeyStore;
-use tidemark_runtime::backlog::Backlog;
+use tidemark_runtime::backpressure::Backpressure;
 use tidemark_runtime::http::{Ops, ReadyCheck, ReadyDetail};
 use tidemark_runtime::serve::ServeLimits;
 use tidemark_runtime::{kafka, telemetry, Config};
-use tidemark_store::{db, hot};
+use tidemark_store::db::{self, PgPool};
+use tidemark_store::hot;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -27,8 +27,9 @@ pub struct Shared {
     pub pool: PgPool,
     pub redis: hot::Redis,
     pub keys: Arc<KeyStore>,
-    /// Set when the broker is `standalone`'s embedded one.
-    pub backlog: Option<Arc<Backlog>>,
+    /// A bound on the broker's backlog: set when the broker is `standalone`'s embedded
+    /// one.
+    pub backlog: Option<Arc<dyn Backpressure>>,
     /// Timeouts and the connection budget every listener of the process shares.
     pub limits: ServeLimits,
     metadata_client: Arc<BaseConsumer>,
@@ -66,25 +67,12 @@ impl Shared {
         let pool = self.pool.clone();
         let postgres: ReadyCheck = Arc::new(move || {
             let pool = pool.clone();
-            Box::pin(async move {
-                sqlx::query("SELECT 1")
-                    .execute(&pool)
-                    .await
-                    .map(drop)
-                    .map_err(|_| "unreachable".to_owned())
-            })
+            Box::pin(async move { db::ping(&pool).await.map_err(|_| "unreachable".to_owned()) })
         });
         let conn = self.redis.clone();
         let redis_check: ReadyCheck = Arc::new(move || {
             let conn = conn.clone();
-            Box::pin(async move {
-                conn.run(
-                    |mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await },
-                )
-                .await
-                .map(drop)
-                .map_err(|_| "unreachable".to_owned())
-            })
+            Box::pin(async move { conn.ping().await.map_err(|_| "unreachable".to_owned()) })
         });
         let client = self.metadata_client.clone();
         let topic = config.topics.samples.clone();

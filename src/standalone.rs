@@ -2,16 +2,21 @@
 //! embeds librdkafka's mock cluster — for trying Tidemark out, not for production: the
 //! mock keeps 5 MiB per partition in memory and forgets everything on restart.
 
+mod backlog;
+
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 use std::sync::Arc;
 
 use tidemark_runtime::auth::{self, Role as KeyRole};
-use tidemark_runtime::backlog::{Backlog, EMBEDDED_LIMIT_BYTES};
 use tidemark_runtime::Config;
 use tokio_util::sync::CancellationToken;
 
 use crate::roles::{self, Role, Shared};
+use backlog::Backlog;
+
+/// The embedded broker's bound per partition: well under the mock's 5 MiB.
+const EMBEDDED_LIMIT_BYTES: u64 = 4 * 1024 * 1024;
 
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     // Kept alive for the whole run: dropping it stops the embedded broker.

@@ -80,7 +80,7 @@ fn main() {
             black_box(with_sample_batch(black_box(&message), |b| b.samples.len())).unwrap();
         });
         let n = time_us(MESSAGES, |st, offset| {
-            black_box(st.apply_guarded(offset, black_box(&message), &mut series)).unwrap();
+            black_box(st.apply_guarded(offset, black_box(&message), &mut series, None)).unwrap();
         });
         ratio.push(n / o);
         old.push(o);

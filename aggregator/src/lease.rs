@@ -9,15 +9,16 @@
 //! believe they own one (a paused owner whose lease expired meanwhile) are kept apart by
 //! the offset fence of every flush (see `store::flush`), and the stale one drops the
 //! partition at its next round.
+//!
+//! This module decides what a round claims and releases; the statements are in
+//! `tidemark_store::leases`.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use sqlx::{PgPool, Row};
+use tidemark_store::db::PgPool;
+use tidemark_store::leases::{self, Round};
 
-/// The partitions held, with the lease epoch of each (it grows whenever a lease changes
-/// hands).
-pub type Owned = BTreeMap<i32, i64>;
+pub use tidemark_store::leases::Owned;
 
 /// Who takes part, and for how long a lease holds without renewal.
 #[derive(Debug, Clone)]
@@ -53,109 +54,27 @@ pub fn surplus(held: &[i32], share: usize) -> Vec<i32> {
 /// One round: records this aggregator as live, renews its leases, releases those beyond
 /// its fair share and claims free or expired ones up to it, in one transaction. Returns
 /// what it holds afterwards.
-pub async fn round(pool: &PgPool, config: &LeaseConfig, partitions: i32) -> sqlx::Result<Owned> {
-    let ttl = config.ttl.as_secs_f64();
-    let mut tx = pool.begin().await?;
-    sqlx::query(
-        "INSERT INTO aggregator_members (topic, id, seen_at) VALUES ($1, $2, now()) \
-         ON CONFLICT (topic, id) DO UPDATE SET seen_at = now()",
-    )
-    .bind(&config.topic)
-    .bind(&config.owner)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "DELETE FROM aggregator_members WHERE topic = $1 AND seen_at < now() - make_interval(secs => $2)",
-    )
-    .bind(&config.topic)
-    .bind(ttl)
-    .execute(&mut *tx)
-    .await?;
-    let members: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM aggregator_members WHERE topic = $1")
-            .bind(&config.topic)
-            .fetch_one(&mut *tx)
-            .await?;
-    sqlx::query(
-        "INSERT INTO partition_leases (topic, partition) SELECT $1, generate_series(0, $2 - 1) \
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(&config.topic)
-    .bind(partitions)
-    .execute(&mut *tx)
-    .await?;
-    let mut owned = held(
-        sqlx::query(
-            "UPDATE partition_leases SET expires_at = now() + make_interval(secs => $3) \
-             WHERE topic = $1 AND owner = $2 AND partition < $4 RETURNING partition, epoch",
-        )
-        .bind(&config.topic)
-        .bind(&config.owner)
-        .bind(ttl)
-        .bind(partitions)
-        .fetch_all(&mut *tx)
-        .await?,
-    );
+pub async fn round(pool: &PgPool, config: &LeaseConfig, partitions: i32) -> anyhow::Result<Owned> {
+    let (mut round, members) = Round::begin(pool, &config.topic, &config.owner, config.ttl).await?;
+    let mut owned = round.renew(partitions).await?;
     let share = fair_share(partitions, members);
     let release = surplus(&owned.keys().copied().collect::<Vec<_>>(), share);
     if !release.is_empty() {
-        sqlx::query(
-            "UPDATE partition_leases SET owner = NULL, expires_at = '-infinity' \
-             WHERE topic = $1 AND owner = $2 AND partition = ANY($3)",
-        )
-        .bind(&config.topic)
-        .bind(&config.owner)
-        .bind(&release)
-        .execute(&mut *tx)
-        .await?;
+        round.release(&release).await?;
         owned.retain(|p, _| !release.contains(p));
     }
     let wanted = share.saturating_sub(owned.len());
     if wanted > 0 {
-        owned.extend(held(
-            sqlx::query(
-                "UPDATE partition_leases l SET owner = $2, epoch = l.epoch + 1, \
-                        expires_at = now() + make_interval(secs => $3) \
-                 FROM (SELECT partition FROM partition_leases \
-                       WHERE topic = $1 AND partition < $4 AND (owner IS NULL OR expires_at < now()) \
-                       ORDER BY partition LIMIT $5 FOR UPDATE SKIP LOCKED) free \
-                 WHERE l.topic = $1 AND l.partition = free.partition \
-                 RETURNING l.partition, l.epoch",
-            )
-            .bind(&config.topic)
-            .bind(&config.owner)
-            .bind(ttl)
-            .bind(partitions)
-            .bind(wanted as i64)
-            .fetch_all(&mut *tx)
-            .await?,
-        ));
+        owned.extend(round.claim(partitions, wanted).await?);
     }
-    tx.commit().await?;
+    round.commit().await?;
     Ok(owned)
-}
-
-fn held(rows: Vec<sqlx::postgres::PgRow>) -> Owned {
-    rows.iter().map(|r| (r.get(0), r.get(1))).collect()
 }
 
 /// Gives up every lease and leaves, so that a standby takes over at its next round
 /// instead of after the lease time.
-pub async fn release_all(pool: &PgPool, config: &LeaseConfig) -> sqlx::Result<()> {
-    let mut tx = pool.begin().await?;
-    sqlx::query(
-        "UPDATE partition_leases SET owner = NULL, expires_at = '-infinity' WHERE topic = $1 AND owner = $2",
-    )
-    .bind(&config.topic)
-    .bind(&config.owner)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query("DELETE FROM aggregator_members WHERE topic = $1 AND id = $2")
-        .bind(&config.topic)
-        .bind(&config.owner)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await
+pub async fn release_all(pool: &PgPool, config: &LeaseConfig) -> anyhow::Result<()> {
+    leases::release_all(pool, &config.topic, &config.owner).await
 }
 
 #[cfg(test)]

@@ -7,34 +7,36 @@
 //! leases it holds. Offsets live in Postgres too: a partition gained resumes from the
 //! offset stored with the buckets, skipping what is already applied. A flush commits a
 //! partition only if its stored offset is still the one its deltas started from, which
-//! fences off a stale owner.
+//! fences off a stale owner. Where each partition is in that lifecycle (resuming,
+//! consuming, isolating a refused range, fenced) is the state machine in `partition`.
 
 pub mod hot;
 pub mod lease;
+pub mod partition;
 pub mod progress;
 pub mod quarantine;
 pub mod replay;
 pub mod state;
 pub mod store;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
-use sqlx::PgPool;
-use tidemark_runtime::backlog::Backlog;
 use tidemark_runtime::backoff::Backoff;
+use tidemark_runtime::backpressure::Backpressure;
 use tidemark_runtime::Config;
+use tidemark_store::db::PgPool;
 use tidemark_store::hot::HotKeys;
 use tokio_util::sync::CancellationToken;
 
-use crate::hot::{HotBucket, HotWriter};
+use crate::hot::HotWriter;
 use crate::lease::{LeaseConfig, Owned};
+use crate::partition::{LeaseChange, Partitions};
 use crate::progress::Progress;
-use crate::state::{Fence, Isolation, OnGap, PartitionState, QuarantineKind, SeriesCache};
+use crate::state::{Fence, OnGap, PartitionState, QuarantineKind, SeriesCache};
 
 /// Flush early when this many samples wait in memory: about 3 s (the default flush
 /// interval) at 650k samples/s.
@@ -53,8 +55,9 @@ pub struct AggregatorDeps {
     pub brokers: String,
     pub pool: PgPool,
     pub redis: tidemark_store::hot::Redis,
-    /// The embedded broker's bound (`standalone` only), released as samples commit.
-    pub backlog: Option<Arc<Backlog>>,
+    /// A bound on the broker's backlog (`standalone` sets its embedded broker's),
+    /// released as samples commit.
+    pub backlog: Option<Arc<dyn Backpressure>>,
 }
 
 pub struct Aggregator {
@@ -65,14 +68,11 @@ pub struct Aggregator {
     cluster_id: String,
     flush_interval: Duration,
     idempotency_retention: Duration,
-    states: HashMap<i32, PartitionState>,
+    /// The leases this loop acts on, each partition in its phase (see `partition`).
+    partitions: Partitions,
     series: SeriesCache,
-    backlog: Option<Arc<Backlog>>,
+    backlog: Option<Arc<dyn Backpressure>>,
     lease: LeaseConfig,
-    /// The leases this loop acts on; `states` holds the resumed ones.
-    owned: Owned,
-    /// Owned partitions not resumed yet (Postgres or the broker was unavailable).
-    pending: Vec<i32>,
     progress: Arc<Progress>,
 }
 
@@ -107,7 +107,7 @@ impl Aggregator {
             cluster_id,
             flush_interval: config.flush_interval,
             idempotency_retention: config.idempotency_retention,
-            states: HashMap::new(),
+            partitions: Partitions::default(),
             series: SeriesCache::default(),
             backlog: deps.backlog,
             lease: LeaseConfig {
@@ -118,8 +118,6 @@ impl Aggregator {
                     .unwrap_or_else(|| default_instance_id(config.aggregator_addr)),
                 ttl: config.lease_ttl,
             },
-            owned: Owned::new(),
-            pending: Vec::new(),
             progress: Arc::default(),
         })
     }
@@ -156,7 +154,7 @@ impl Aggregator {
                         let partition = msg.partition();
                         self.consume_with_retry(partition, msg.offset(), msg.payload().unwrap_or_default(), &shutdown).await;
                         drop(msg);
-                        if self.states.get(&partition).is_some_and(PartitionState::holds_whole_range) {
+                        if self.partitions.holds_whole_range(partition) {
                             self.isolate(partition, &shutdown).await;
                         }
                         if self.pending_samples() >= MAX_PENDING_SAMPLES {
@@ -245,20 +243,8 @@ impl Aggregator {
     /// deltas are re-read by the next owner), resumes those gained, and assigns the
     /// consumer exactly the partitions held.
     async fn take_ownership(&mut self, owned: Owned) {
-        let lost: Vec<i32> = self
-            .owned
-            .iter()
-            .filter(|(p, epoch)| owned.get(p) != Some(epoch))
-            .map(|(p, _)| *p)
-            .collect();
-        let gained: Vec<i32> = owned
-            .iter()
-            .filter(|(p, epoch)| self.owned.get(p) != Some(epoch))
-            .map(|(p, _)| *p)
-            .collect();
+        let LeaseChange { lost, gained } = self.partitions.lease(owned);
         for p in &lost {
-            self.states.remove(p);
-            self.pending.retain(|q| q != p);
             idle_gauge(*p).set(0.0);
             metrics::counter!("tidemark_aggregator_lease_changes_total", "change" => "lost")
                 .increment(1);
@@ -267,11 +253,14 @@ impl Aggregator {
         for p in &gained {
             metrics::counter!("tidemark_aggregator_lease_changes_total", "change" => "gained")
                 .increment(1);
-            tracing::info!(partition = p, epoch = owned[p], "partition lease gained");
+            tracing::info!(
+                partition = p,
+                epoch = self.partitions.owned()[p],
+                "partition lease gained"
+            );
         }
-        metrics::gauge!("tidemark_aggregator_partitions_owned").set(owned.len() as f64);
-        self.owned = owned;
-        self.pending.extend(gained);
+        metrics::gauge!("tidemark_aggregator_partitions_owned")
+            .set(self.partitions.owned().len() as f64);
         let resumed = self.resume_pending().await;
         if !resumed && !lost.is_empty() {
             self.assign();
@@ -287,7 +276,8 @@ impl Aggregator {
     }
 
     fn pending_samples(&self) -> u64 {
-        self.states
+        self.partitions
+            .states()
             .values()
             .fold(0, |n, s| s.samples.saturating_add(n))
     }
@@ -297,18 +287,19 @@ impl Aggregator {
     /// One that cannot be resumed yet (Postgres or the broker down) is tried again on
     /// the next tick.
     async fn resume_pending(&mut self) -> bool {
-        let waiting = std::mem::take(&mut self.pending);
         let mut resumed = false;
-        for partition in waiting {
-            match self.load_state(partition).await {
-                Ok(()) => resumed = true,
+        for partition in self.partitions.resuming() {
+            match self.resume_point(partition).await {
+                Ok(st) => {
+                    self.partitions.resumed(partition, st);
+                    resumed = true;
+                }
                 Err(e) => {
                     tracing::warn!(
                         partition,
                         error = format!("{e:#}"),
                         "cannot resume partition yet; retrying"
                     );
-                    self.pending.push(partition);
                 }
             }
         }
@@ -324,12 +315,14 @@ impl Aggregator {
     /// would start at Kafka's committed offset, which may lie inside a record batch, and
     /// tansu then serves nothing until a later batch arrives.
     fn assign(&mut self) {
-        let mut partitions: Vec<i32> = self.states.keys().copied().collect();
-        partitions.sort_unstable();
+        let partitions: Vec<(i32, i64)> = self
+            .partitions
+            .loaded()
+            .map(|(p, st)| (p, st.next_offset))
+            .collect();
         let mut tpl = TopicPartitionList::new();
-        let mut failed = Vec::new();
-        for p in partitions {
-            let from = self.states[&p].next_offset - tidemark_runtime::kafka::MAX_BATCH_MESSAGES;
+        for (p, next_offset) in partitions {
+            let from = next_offset - tidemark_runtime::kafka::MAX_BATCH_MESSAGES;
             match self.fetch_start(p, from) {
                 Ok(from) => {
                     let _ = tpl.add_partition_offset(&self.topic, p, Offset::Offset(from));
@@ -340,38 +333,28 @@ impl Aggregator {
                         error = format!("{e:#}"),
                         "cannot place the partition's fetch yet; retrying"
                     );
-                    failed.push(p);
+                    self.partitions.unloaded(p);
                 }
             }
         }
-        for p in failed {
-            self.states.remove(&p);
-            self.pending.push(p);
-        }
         if let Err(e) = self.consumer.assign(&tpl) {
             tracing::warn!(error = %e, "cannot assign partitions; retrying");
-            self.pending.extend(self.states.drain().map(|(p, _)| p));
+            let loaded: Vec<i32> = self.partitions.loaded().map(|(p, _)| p).collect();
+            for p in loaded {
+                self.partitions.unloaded(p);
+            }
         }
         self.progress.own(
-            self.states.iter().map(|(p, st)| (*p, st.next_offset)),
+            self.partitions.loaded().map(|(p, st)| (p, st.next_offset)),
             Instant::now(),
         );
-    }
-
-    /// Loads `partition`'s state from its stored offset unless it is held already.
-    async fn load_state(&mut self, partition: i32) -> anyhow::Result<()> {
-        if !self.states.contains_key(&partition) {
-            let st = self.resume_point(partition).await?;
-            self.states.insert(partition, st);
-        }
-        Ok(())
     }
 
     /// Folds the message at `offset` of `partition`, in order: one already applied is
     /// skipped, one past the next offset to apply makes the consumer fetch again.
     async fn consume(&mut self, partition: i32, offset: i64, payload: &[u8]) -> anyhow::Result<()> {
-        let Some(st) = self.states.get_mut(&partition) else {
-            return Ok(()); // fetched before the partition's lease was lost
+        let Some((st, isolation)) = self.partitions.loaded_mut(partition) else {
+            return Ok(()); // fetched before the partition was lost, fenced or unloaded
         };
         if offset < st.next_offset {
             return Ok(()); // already applied
@@ -390,16 +373,12 @@ impl Aggregator {
                 }
             }
         }
-        if let Some(isolation) = &mut st.isolation {
-            // Past `until` only when offsets at the range's end are missing for good:
-            // the range then ends with this message.
-            isolation.held.push((offset, payload.to_vec()));
-            isolation.until = isolation.until.max(offset + 1);
-            st.next_offset = offset + 1;
+        if let Some(isolation) = isolation {
+            isolation.hold(st, offset, payload);
             return Ok(());
         }
         // A set-aside message is logged and counted once its flush commits.
-        match st.apply_guarded(offset, payload, &mut self.series) {
+        match st.apply_guarded(offset, payload, &mut self.series, self.backlog.as_deref()) {
             Ok(folded) => {
                 metrics::counter!("tidemark_aggregator_samples_folded_total")
                     .increment(folded as u64);
@@ -417,12 +396,7 @@ impl Aggregator {
     /// quarantined and the rest applied. A handful of flushes per bad message, instead
     /// of one per message.
     async fn isolate(&mut self, partition: i32, shutdown: &CancellationToken) {
-        let st = self
-            .states
-            .get_mut(&partition)
-            .expect("isolating a held partition");
-        let held = st.isolation.take().expect("isolating").held;
-        *st = st.reset();
+        let held = self.partitions.take_range(partition);
         tracing::warn!(
             partition,
             messages = held.len(),
@@ -430,11 +404,12 @@ impl Aggregator {
         );
         let mut ranges = vec![&held[..]];
         while let Some(range) = ranges.pop() {
-            let Some(st) = self.states.get_mut(&partition) else {
-                return; // revoked meanwhile: the next owner reads the range again
+            let Some(st) = self.partitions.consuming_mut(partition) else {
+                return; // fenced meanwhile: the next owner reads the range again
             };
             let panicked = range.iter().find_map(|(offset, payload)| {
-                st.apply_guarded(*offset, payload, &mut self.series).err()
+                st.apply_guarded(*offset, payload, &mut self.series, self.backlog.as_deref())
+                    .err()
             });
             let (kind, reason) = match panicked {
                 Some(panic) => (QuarantineKind::Panicked, panic),
@@ -445,8 +420,8 @@ impl Aggregator {
                 },
             };
             let st = self
-                .states
-                .get_mut(&partition)
+                .partitions
+                .consuming_mut(partition)
                 .expect("held while flushing");
             match range {
                 [] => {
@@ -499,7 +474,7 @@ impl Aggregator {
         tracing::info!(
             partition,
             seen,
-            expected = self.states[&partition].next_offset,
+            expected = self.partitions.state(partition).map(|st| st.next_offset),
             from,
             "fetching again from before the next offset to apply"
         );
@@ -523,7 +498,7 @@ impl Aggregator {
                 .fetch_watermarks(&self.topic, partition, KAFKA_TIMEOUT)
         })?
         .0;
-        let st = self.states.get_mut(&partition).expect("present");
+        let (st, _) = self.partitions.loaded_mut(partition).expect("present");
         if st.next_offset < low {
             metrics::counter!("tidemark_aggregator_offset_gaps_total").increment(1);
             tracing::error!(
@@ -568,7 +543,12 @@ impl Aggregator {
     /// Postgres refuses the data itself, the partitions are flushed one by one, and each
     /// refused one re-reads its messages from the fence to isolate the one at fault.
     async fn flush(&mut self, shutdown: &CancellationToken) {
-        if !self.states.values().any(PartitionState::is_flushable) {
+        if !self
+            .partitions
+            .states()
+            .values()
+            .any(PartitionState::is_flushable)
+        {
             return;
         }
         let Flush::Refused(e) = self.flush_with_retry(None, shutdown).await else {
@@ -576,7 +556,8 @@ impl Aggregator {
         };
         tracing::warn!(error = %e, "Postgres refused a flush's data; flushing partitions one at a time");
         let mut partitions: Vec<i32> = self
-            .states
+            .partitions
+            .states()
             .iter()
             .filter(|(_, st)| st.is_flushable())
             .map(|(p, _)| *p)
@@ -587,7 +568,7 @@ impl Aggregator {
                 Flush::Done => {}
                 Flush::Stopped => return,
                 Flush::Refused(_) => {
-                    let until = self.states[&partition].next_offset;
+                    let until = self.partitions.states()[&partition].next_offset;
                     if let Err(e) = self.start_isolation(partition, until) {
                         // Not fetched again: drop the partition's deltas, so it resumes
                         // from its stored offset as after a rebalance.
@@ -596,8 +577,7 @@ impl Aggregator {
                             error = format!("{e:#}"),
                             "cannot fetch the refused range again; resuming from the stored offset"
                         );
-                        self.states.remove(&partition);
-                        self.pending.push(partition);
+                        self.partitions.unloaded(partition);
                     }
                 }
             }
@@ -608,16 +588,7 @@ impl Aggregator {
     /// holding those before `until` (where the refused flush reached, or past the message
     /// whose folding panicked).
     fn start_isolation(&mut self, partition: i32, until: i64) -> anyhow::Result<()> {
-        let st = self
-            .states
-            .get_mut(&partition)
-            .expect("flushed partitions are held");
-        *st = st.reset();
-        st.isolation = Some(Isolation {
-            until,
-            held: Vec::new(),
-        });
-        let from = st.start;
+        let from = self.partitions.isolated(partition, until);
         self.seek_back(
             partition,
             from - tidemark_runtime::kafka::MAX_BATCH_MESSAGES,
@@ -634,7 +605,7 @@ impl Aggregator {
                 &self.pool,
                 &self.topic,
                 &self.cluster_id,
-                &self.states,
+                self.partitions.states(),
                 only,
             )
             .await
@@ -671,18 +642,15 @@ impl Aggregator {
                 partition = p,
                 "another consumer advanced this partition; dropping our deltas"
             );
-            self.states.remove(p);
+            self.partitions.fenced(*p);
         }
-        let hot: Vec<HotBucket<'_>> = out.buckets.iter().map(store::Written::hot).collect();
+        let hot: Vec<_> = out.buckets.iter().map(store::Written::row).collect();
         self.hot.publish(&hot).await;
         drop(hot);
         let mut tpl = TopicPartitionList::new();
         let mut folded = 0;
         for p in &out.committed {
-            let st = self
-                .states
-                .get_mut(p)
-                .expect("committed partitions are held");
+            let st = self.partitions.committed(*p, &self.cluster_id);
             folded = st.samples.saturating_add(folded);
             for q in &st.quarantined {
                 metrics::counter!("tidemark_aggregator_quarantined_total", "reason" => q.kind.label())
@@ -690,9 +658,8 @@ impl Aggregator {
                 log_quarantined(*p, q);
             }
             if let Some(backlog) = &self.backlog {
-                backlog.release(*p, st.bytes);
+                backlog.release(*p, st.cost);
             }
-            *st = st.committed(&self.cluster_id);
             self.progress.advanced(*p, st.next_offset, Instant::now());
             let _ = tpl.add_partition_offset(&self.topic, *p, Offset::Offset(st.next_offset));
         }

@@ -10,12 +10,13 @@ use std::time::Duration;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
-use sqlx::{PgPool, Row};
 use tidemark_model::bucket::{hour_start, HOUR_MS};
 use tidemark_model::time::format_instant;
+use tidemark_store::buckets::{self, Tx};
+use tidemark_store::db::PgPool;
 
 use crate::state::{Fence, PartitionState, SeriesCache};
-use crate::store::{upsert_series, write_buckets, OnConflict, Written};
+use crate::store::Written;
 
 /// What a replay did.
 #[derive(Debug, Default)]
@@ -76,23 +77,20 @@ pub async fn replay(
     })?;
     let cluster = tidemark_runtime::kafka::cluster_id(brokers, Duration::from_secs(10))?;
 
-    let mut tx = pool.begin().await.map_err(anyhow::Error::from)?;
+    let mut tx = Tx::begin(pool).await.map_err(anyhow::Error::from)?;
     // Holding these rows keeps aggregators from committing until the range is replaced.
-    let rows = sqlx::query("SELECT partition, next_offset, cluster_id FROM consumer_offsets WHERE topic = $1 ORDER BY partition FOR UPDATE")
-        .bind(topic)
-        .fetch_all(&mut *tx)
+    let rows = buckets::lock_offsets(&mut tx, topic)
         .await
         .map_err(anyhow::Error::from)?;
     let mut ends: HashMap<i32, i64> = HashMap::new();
-    for r in &rows {
-        let stored: String = r.get(2);
-        if stored != cluster {
+    for (partition, stored) in rows {
+        if stored.cluster_id != cluster {
             return Err(ReplayError::OtherCluster {
-                stored,
+                stored: stored.cluster_id,
                 current: cluster,
             });
         }
-        ends.insert(r.get(0), r.get(1));
+        ends.insert(partition, stored.next_offset);
     }
     let total: u64 = starts
         .iter()
@@ -136,28 +134,14 @@ pub async fn replay(
         for ((_, hour), (meta, bucket)) in deltas {
             if (from..to).contains(&hour) {
                 summary.samples_in_range += bucket.count;
-                rebuilt.push(Written {
-                    partition,
-                    meta,
-                    hour,
-                    bucket,
-                });
+                rebuilt.push(Written { meta, hour, bucket });
             }
         }
     }
     summary.buckets = rebuilt.len();
 
-    sqlx::query("DELETE FROM buckets WHERE hour >= to_timestamp($1 / 1000.0) AND hour < to_timestamp($2 / 1000.0)")
-        .bind(from)
-        .bind(to)
-        .execute(&mut *tx)
-        .await
-        .map_err(anyhow::Error::from)?;
-    let series: Vec<_> = rebuilt.iter().map(|w| w.meta.as_ref()).collect();
-    upsert_series(&mut tx, &series)
-        .await
-        .map_err(anyhow::Error::from)?;
-    write_buckets(&mut tx, &rebuilt, OnConflict::Overwrite)
+    let rows: Vec<_> = rebuilt.iter().map(Written::row).collect();
+    buckets::replace_hours(&mut tx, from, to, &rows)
         .await
         .map_err(anyhow::Error::from)?;
     tx.commit().await.map_err(anyhow::Error::from)?;
@@ -251,7 +235,12 @@ fn read_partition(
             break;
         }
         // The aggregator's own check: what it quarantined, a rebuild leaves out too.
-        if let Err(q) = state.apply(msg.offset(), msg.payload().unwrap_or_default(), series) {
+        if let Err(q) = state.apply(
+            msg.offset(),
+            msg.payload().unwrap_or_default(),
+            series,
+            None,
+        ) {
             tracing::warn!(partition, offset = q.offset, reason = %q.reason, "leaving out a quarantined message");
         }
         progress.advance(1);

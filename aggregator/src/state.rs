@@ -9,7 +9,7 @@ use tidemark_model::bucket::hour_start;
 use tidemark_model::sample::FieldError;
 use tidemark_model::series::series_id;
 use tidemark_model::Bucket;
-use tidemark_runtime::backlog::{sample_size, MESSAGE_OVERHEAD};
+use tidemark_runtime::backpressure::Backpressure;
 use tidemark_schemas::SampleBatchView;
 
 /// What identifies a series, kept once per series.
@@ -128,15 +128,6 @@ pub struct Quarantined {
     pub reason: String,
 }
 
-/// A partition re-reading the messages of a flush that Postgres refused for their data:
-/// the messages up to `until` are held whole, then applied in ever smaller ranges until
-/// the one at fault is found and quarantined (see `Aggregator::isolate`).
-#[derive(Debug, Default)]
-pub struct Isolation {
-    pub until: i64,
-    pub held: Vec<(i64, Vec<u8>)>,
-}
-
 /// Accumulated, not yet flushed deltas of one partition.
 #[derive(Debug)]
 pub struct PartitionState {
@@ -152,13 +143,11 @@ pub struct PartitionState {
     /// Chunks of idempotent requests, in log order, not yet known to be new.
     pub chunks: Vec<PendingChunk>,
     pub samples: u64,
-    /// Estimated encoded size of the consumed samples (see `tidemark_runtime::backlog`).
-    pub bytes: u64,
+    /// The backpressure cost of the folded messages, released once they are committed;
+    /// counted only when a backpressure is set (see `tidemark_runtime::backpressure`).
+    pub cost: u64,
     /// Messages set aside since the fence, in log order.
     pub quarantined: Vec<Quarantined>,
-    /// Set while the partition re-reads a refused flush's messages; it is not flushed
-    /// meanwhile.
-    pub isolation: Option<Isolation>,
     gap: Option<Gap>,
 }
 
@@ -171,9 +160,8 @@ impl PartitionState {
             buckets: HashMap::new(),
             chunks: Vec::new(),
             samples: 0,
-            bytes: 0,
+            cost: 0,
             quarantined: Vec::new(),
-            isolation: None,
             gap: None,
         }
     }
@@ -227,39 +215,38 @@ impl PartitionState {
         OnGap::Refetch(expected - back)
     }
 
-    /// Whether anything was consumed since the fence was read.
-    pub fn is_dirty(&self) -> bool {
+    /// Whether a flush should commit this partition: anything was consumed since the
+    /// fence was read. (A partition holding messages to isolate one, their offsets
+    /// consumed but their data not folded, is never given to a flush: see `partition`.)
+    pub fn is_flushable(&self) -> bool {
         match &self.fence {
             Fence::Absent => true,
             Fence::Row(offset, _) => self.next_offset != *offset,
         }
     }
 
-    /// Whether the partition holds every message of the range it isolates, so the range
-    /// can be applied.
-    pub fn holds_whole_range(&self) -> bool {
-        self.isolation
-            .as_ref()
-            .is_some_and(|i| self.next_offset >= i.until)
-    }
-
-    /// Whether a flush should commit this partition: dirty, and not holding messages
-    /// for isolation (their offsets are consumed, their data not yet folded).
-    pub fn is_flushable(&self) -> bool {
-        self.is_dirty() && self.isolation.is_none()
-    }
-
     /// Decodes and checks the message at `offset` and folds it, or sets it aside with
-    /// the reason. Returns the number of samples folded.
+    /// the reason. Returns the number of samples folded. With a `backpressure`, counts
+    /// the message's cost as ingest reserved it: the message, and its samples if folded.
     pub fn apply(
         &mut self,
         offset: i64,
         payload: &[u8],
         series: &mut SeriesCache,
+        backpressure: Option<&dyn Backpressure>,
     ) -> Result<usize, &Quarantined> {
-        self.bytes += MESSAGE_OVERHEAD;
+        if let Some(b) = backpressure {
+            self.cost += b.message_cost();
+        }
         let outcome = tidemark_schemas::with_sample_batch(payload, |batch| {
             self.fold(offset, batch, series)?;
+            if let Some(b) = backpressure {
+                self.cost += batch
+                    .samples
+                    .iter()
+                    .map(|s| b.sample_cost(s.service, s.metric, &s.tags))
+                    .sum::<u64>();
+            }
             Ok(batch.samples.len())
         });
         let (kind, reason) = match outcome {
@@ -277,9 +264,11 @@ impl PartitionState {
         offset: i64,
         payload: &[u8],
         series: &mut SeriesCache,
+        backpressure: Option<&dyn Backpressure>,
     ) -> Result<usize, String> {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.apply(offset, payload, series).unwrap_or(0)
+            self.apply(offset, payload, series, backpressure)
+                .unwrap_or(0)
         }))
         .map_err(|panic| {
             panic
@@ -367,7 +356,6 @@ impl PartitionState {
                 timestamp: s.timestamp,
             };
             self.samples = self.samples.saturating_add(observation.count);
-            self.bytes += sample_size(s.service, s.metric, s.tags.iter().copied());
             match chunk {
                 Some(c) => self.chunks[base + c].observations.push(observation),
                 None => observation.fold_into(&mut self.buckets),
@@ -475,7 +463,7 @@ mod tests {
     fn folds_samples_into_their_series_and_hour() {
         let mut st = PartitionState::new(Fence::Row(10, "c".into()), 10);
         let mut cache = SeriesCache::default();
-        assert!(!st.is_dirty());
+        assert!(!st.is_flushable());
         let batch = SampleBatch {
             batch_id: "b".into(),
             produced_at: 0,
@@ -488,7 +476,7 @@ mod tests {
             chunks: vec![],
         };
         st.fold(10, &batch.view(), &mut cache).unwrap();
-        assert!(st.is_dirty());
+        assert!(st.is_flushable());
         assert_eq!(st.next_offset, 11);
         assert_eq!(st.samples, 5);
         assert_eq!(st.buckets.len(), 3);
@@ -530,15 +518,17 @@ mod tests {
         nul.tags.insert("k".into(), "a\0b".into());
         let invalid = encoded(vec![sample("a", 2.0, 1, false, HOUR_MS), nul]);
 
-        assert_eq!(st.apply(3, &good, &mut cache).unwrap(), 1);
-        let q = st.apply(4, &invalid, &mut cache).unwrap_err().clone();
+        assert_eq!(st.apply(3, &good, &mut cache, None).unwrap(), 1);
+        let q = st.apply(4, &invalid, &mut cache, None).unwrap_err().clone();
         assert_eq!((q.offset, q.kind), (4, QuarantineKind::Invalid));
         assert_eq!(
             q.reason,
             "samples[1].tags.k: tag values must not contain U+0000"
         );
         assert_eq!(q.payload, invalid, "kept whole for a replay");
-        let q = st.apply(5, b"\xC3\x01garbage", &mut cache).unwrap_err();
+        let q = st
+            .apply(5, b"\xC3\x01garbage", &mut cache, None)
+            .unwrap_err();
         assert_eq!(q.kind, QuarantineKind::Undecodable);
 
         assert_eq!(st.next_offset, 6);
@@ -547,18 +537,46 @@ mod tests {
         assert!(st.is_flushable());
         let reset = st.reset();
         assert_eq!((reset.next_offset, reset.samples), (3, 0));
-        assert!(reset.quarantined.is_empty() && !reset.is_dirty());
+        assert!(reset.quarantined.is_empty() && !reset.is_flushable());
+    }
+
+    /// Costs 10 per sample and 1 per message.
+    struct Counting;
+
+    impl Backpressure for Counting {
+        fn sample_cost(&self, _: &str, _: &str, _: &[(&str, &str)]) -> u64 {
+            10
+        }
+        fn message_cost(&self) -> u64 {
+            1
+        }
+        fn try_reserve(&self, _: i32, _: u64) -> bool {
+            unreachable!("the fold only counts")
+        }
+        fn add(&self, _: i32, _: u64) {
+            unreachable!("the fold only counts")
+        }
+        fn release(&self, _: i32, _: u64) {
+            unreachable!("the fold only counts")
+        }
     }
 
     #[test]
-    fn a_partition_holding_messages_for_isolation_is_not_flushed() {
+    fn the_backpressure_cost_counts_each_message_and_its_folded_samples() {
         let mut st = PartitionState::new(Fence::Row(0, "c".into()), 0);
-        st.isolation = Some(Isolation {
-            until: 2,
-            held: vec![(0, vec![1])],
-        });
-        st.next_offset = 1;
-        assert!(st.is_dirty() && !st.is_flushable());
+        let mut cache = SeriesCache::default();
+        let two = encoded(vec![
+            sample("a", 1.0, 1, false, HOUR_MS),
+            sample("b", 1.0, 1, false, HOUR_MS),
+        ]);
+        st.apply(0, &two, &mut cache, Some(&Counting)).unwrap();
+        assert_eq!(st.cost, 21);
+        st.apply(1, b"garbage", &mut cache, Some(&Counting))
+            .unwrap_err();
+        assert_eq!(st.cost, 22, "a set-aside message counts as a message only");
+        st.apply(2, &two, &mut cache, None).unwrap();
+        assert_eq!(st.cost, 22, "nothing is counted without a backpressure");
+        assert_eq!(st.committed("c").cost, 0);
     }
 
     #[test]
@@ -682,6 +700,6 @@ mod tests {
 
     #[test]
     fn a_fresh_partition_is_dirty_until_it_has_a_row() {
-        assert!(PartitionState::new(Fence::Absent, 0).is_dirty());
+        assert!(PartitionState::new(Fence::Absent, 0).is_flushable());
     }
 }

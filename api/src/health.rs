@@ -8,17 +8,15 @@ use std::sync::Arc;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::Json;
-use redis::AsyncCommands;
 use serde::Serialize;
-use sqlx::Row;
 use tidemark_model::bucket::{hour_start, HOUR_MS};
+use tidemark_model::time::format_instant;
 use tidemark_model::Bucket;
 use tidemark_runtime::http::ApiError;
-use tidemark_store::db::{bucket_from_row, BUCKET_COLUMNS};
-use tidemark_store::hot::metric_of;
+use tidemark_store::hot;
+use tidemark_store::reads::{self, ServiceBucket};
 
 use crate::{params, ApiState};
-use tidemark_model::time::format_instant;
 
 /// No sample for this long makes a service `stale`.
 const STALE_AFTER_MS: i64 = 10 * 60_000;
@@ -117,105 +115,20 @@ impl Overview {
     }
 }
 
-/// `(service, metric, hour_ms, bucket)` rows of the recent hours.
-type Rows = Vec<(String, String, i64, Bucket)>;
-
-async fn recent_from_redis(
+/// The rows of the recent `hours` and where they came from: the Redis hot copy when it
+/// can answer, Postgres otherwise.
+async fn recent(
     state: &ApiState,
     service: Option<&str>,
     hours: [i64; 2],
-) -> anyhow::Result<Option<Rows>> {
-    let ready_key = state.hot_keys.ready();
-    let (ready, known): (bool, bool) = match service {
-        Some(s) => {
-            let mut pipe = redis::pipe();
-            pipe.exists(ready_key)
-                .sismember(state.hot_keys.services(), s);
-            state
-                .redis
-                .run(|mut c| async move { pipe.query_async(&mut c).await })
-                .await?
-        }
-        None => {
-            let ready = state
-                .redis
-                .run(|mut c| async move { c.exists(ready_key).await })
-                .await?;
-            (ready, true)
-        }
-    };
-    // A service missing from the hot set may still exist (the set is written after
-    // Postgres commits): Postgres, the truth, decides between stale and unknown.
-    if !ready || !known {
-        return Ok(None);
+) -> anyhow::Result<(Vec<ServiceBucket>, &'static str)> {
+    match hot::read::recent_buckets(&state.redis, &state.hot_keys, service, hours).await {
+        Ok(Some(rows)) => return Ok((rows, "redis")),
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "Redis unavailable; reading health from Postgres"),
     }
-    let services: Vec<String> = match service {
-        Some(s) => vec![s.to_owned()],
-        None => {
-            let key = state.hot_keys.services();
-            state
-                .redis
-                .run(|mut c| async move { c.smembers(key).await })
-                .await?
-        }
-    };
-    let mut pipe = redis::pipe();
-    for s in &services {
-        for h in hours {
-            pipe.hgetall(state.hot_keys.hour(h, s));
-        }
-    }
-    let maps: Vec<Vec<(String, Vec<u8>)>> = state
-        .redis
-        .run(|mut c| async move { pipe.query_async(&mut c).await })
-        .await?;
-    let mut rows = Vec::new();
-    let keys = services
-        .iter()
-        .flat_map(|s| hours.iter().map(move |h| (s, *h)));
-    for ((service, hour), fields) in keys.zip(maps) {
-        if fields.is_empty() {
-            rows.push((service.clone(), String::new(), hour, Bucket::default()));
-        }
-        for (field, bytes) in fields {
-            let bucket = Bucket::from_bytes(&bytes).map_err(anyhow::Error::msg)?;
-            rows.push((service.clone(), metric_of(&field).to_owned(), hour, bucket));
-        }
-    }
-    Ok(Some(rows))
-}
-
-async fn recent_from_postgres(
-    state: &ApiState,
-    service: Option<&str>,
-    hours: [i64; 2],
-) -> anyhow::Result<Rows> {
-    let rows = sqlx::query(&format!(
-        "SELECT s.service, s.metric, (extract(epoch FROM b.hour) * 1000)::bigint, {BUCKET_COLUMNS} \
-         FROM series s JOIN buckets b ON b.series_id = s.id \
-         WHERE b.hour >= to_timestamp($1 / 1000.0) AND ($2::text IS NULL OR s.service = $2)"
-    ))
-    .bind(hours[0])
-    .bind(service)
-    .fetch_all(&state.pool)
-    .await?;
-    let mut out: Rows = rows
-        .iter()
-        .map(|r| Ok((r.get(0), r.get(1), r.get(2), bucket_from_row(r, 3)?)))
-        .collect::<sqlx::Result<_>>()?;
-    let services: Vec<String> = sqlx::query_scalar(
-        "SELECT DISTINCT service FROM series WHERE ($1::text IS NULL OR service = $1)",
-    )
-    .bind(service)
-    .fetch_all(&state.pool)
-    .await?;
-    // Services without recent data still appear (as stale).
-    out.extend(
-        services
-            .into_iter()
-            .map(|s| (s, String::new(), hours[1], Bucket::default())),
-    );
-    Ok(out)
+    let rows = reads::recent_buckets(&state.pool, service, hours).await?;
+    Ok((rows, "postgres"))
 }
 
 /// Health of every service (or one), with a per-metric breakdown when `detail`.
@@ -226,21 +139,20 @@ pub async fn compute(
 ) -> anyhow::Result<Vec<ServiceHealth>> {
     let now = chrono::Utc::now().timestamp_millis();
     let current = hour_start(now);
-    let hours = [current - HOUR_MS, current];
-    let (rows, source) = match recent_from_redis(state, service, hours).await {
-        Ok(Some(rows)) => (rows, "redis"),
-        Ok(None) => (
-            recent_from_postgres(state, service, hours).await?,
-            "postgres",
-        ),
-        Err(e) => {
-            tracing::warn!(error = %e, "Redis unavailable; reading health from Postgres");
-            (
-                recent_from_postgres(state, service, hours).await?,
-                "postgres",
-            )
-        }
-    };
+    let (rows, source) = recent(state, service, [current - HOUR_MS, current]).await?;
+    Ok(summarise(rows, now, &state.latency_metric, detail, source))
+}
+
+/// The health at `now` of each service in `rows` (of `now`'s hour and the one before), in
+/// name order; `source` says where the rows came from.
+fn summarise(
+    rows: Vec<ServiceBucket>,
+    now: i64,
+    latency_metric: &str,
+    detail: bool,
+    source: &'static str,
+) -> Vec<ServiceHealth> {
+    let current = hour_start(now);
     struct Acc {
         all: Bucket,
         latency: Bucket,
@@ -248,8 +160,14 @@ pub async fn compute(
         metrics: BTreeMap<String, Bucket>,
     }
     let mut per_service: BTreeMap<String, Acc> = BTreeMap::new();
-    for (svc, metric, hour, bucket) in rows {
-        let acc = per_service.entry(svc).or_insert_with(|| Acc {
+    for ServiceBucket {
+        service,
+        metric,
+        hour_ms,
+        bucket,
+    } in rows
+    {
+        let acc = per_service.entry(service).or_insert_with(|| Acc {
             all: Bucket::default(),
             latency: Bucket::default(),
             last: None,
@@ -258,17 +176,17 @@ pub async fn compute(
         if !bucket.is_empty() {
             acc.last = acc.last.max(Some(bucket.last_at_ms));
         }
-        if hour != current || bucket.is_empty() {
+        if hour_ms != current || bucket.is_empty() {
             continue;
         }
         acc.all.merge(&bucket);
-        if metric == state.latency_metric {
+        if metric == latency_metric {
             acc.latency.merge(&bucket);
         }
         acc.metrics.entry(metric).or_default().merge(&bucket);
     }
     let elapsed_s = ((now - current) as f64 / 1000.0).max(1.0);
-    Ok(per_service
+    per_service
         .into_iter()
         .map(|(service, acc)| {
             let mut current_hour = Stats::new(&acc.all, elapsed_s);
@@ -281,7 +199,7 @@ pub async fn compute(
                 last_sample_at: acc.last.map(format_instant),
                 hour_start: format_instant(current),
                 current_hour,
-                latency_metric: state.latency_metric.clone(),
+                latency_metric: latency_metric.to_owned(),
                 metrics: detail.then(|| {
                     acc.metrics
                         .iter()
@@ -291,7 +209,7 @@ pub async fn compute(
                 source,
             }
         })
-        .collect())
+        .collect()
 }
 
 pub async fn list_services(
@@ -358,6 +276,63 @@ mod tests {
             b.add(1.0, errors, true, 0);
         }
         b
+    }
+
+    fn row(service: &str, metric: &str, hour_ms: i64, bucket: Bucket) -> ServiceBucket {
+        ServiceBucket {
+            service: service.into(),
+            metric: metric.into(),
+            hour_ms,
+            bucket,
+        }
+    }
+
+    #[test]
+    fn summaries_count_the_current_hour_and_date_the_last_sample() {
+        let current = 10 * HOUR_MS;
+        let now = current + 100_000;
+        let mut latency = Bucket::default();
+        for v in 1..=100 {
+            latency.add(f64::from(v), 1, false, now - 1);
+        }
+        let rows = vec![
+            row("api", "http.server.duration", current, latency),
+            row("api", "jobs", current, bucket(50, 10)),
+            row("api", "jobs", current - HOUR_MS, bucket(1000, 0)),
+            ServiceBucket::listing("api".into(), current),
+            ServiceBucket::listing("idle".into(), current),
+        ];
+        let health = summarise(rows, now, "http.server.duration", true, "redis");
+        let names: Vec<&str> = health.iter().map(|h| h.service.as_str()).collect();
+        assert_eq!(names, ["api", "idle"]);
+        let (api, idle) = (&health[0], &health[1]);
+        assert_eq!(
+            (api.current_hour.count, api.current_hour.error_count),
+            (150, 10)
+        );
+        assert_eq!(api.current_hour.throughput_per_s, 1.5);
+        assert_eq!(api.status, Status::Degraded);
+        assert_eq!(
+            api.last_sample_at.as_deref(),
+            Some(format_instant(now - 1).as_str())
+        );
+        let p50 = api.current_hour.p50.unwrap();
+        assert!(
+            (p50 - 50.0).abs() / 50.0 <= 0.01,
+            "quantiles of the latency metric: {p50}"
+        );
+        let metrics = api.metrics.as_ref().unwrap();
+        assert_eq!(
+            metrics.keys().collect::<Vec<_>>(),
+            ["http.server.duration", "jobs"]
+        );
+        assert_eq!(
+            (idle.status, idle.last_sample_at.as_deref()),
+            (Status::Stale, None)
+        );
+        assert_eq!(idle.source, "redis");
+        let brief = summarise(Vec::new(), now, "m", false, "postgres");
+        assert!(brief.is_empty());
     }
 
     #[test]

@@ -8,16 +8,15 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
 use tidemark_model::bucket::HOUR_MS;
+use tidemark_model::sample::STORABLE_MS;
 use tidemark_model::time::format_instant;
 use tidemark_model::Bucket;
 use tidemark_runtime::http::{self, ApiError};
-use tidemark_store::db::{bucket_from_row, BUCKET_COLUMNS};
+use tidemark_store::reads::{self, SeriesBucket, SeriesFilter};
 
 use crate::params;
 use crate::ApiState;
-use tidemark_model::sample::STORABLE_MS;
 
 const DAY_MS: i64 = 24 * HOUR_MS;
 
@@ -147,10 +146,6 @@ fn validate(q: &SeriesQuery, now: i64) -> Result<Params<'_>, ApiError> {
     })
 }
 
-fn instant_of(ms: i64) -> chrono::DateTime<chrono::Utc> {
-    chrono::DateTime::from_timestamp_millis(ms).expect("validated instants are representable")
-}
-
 fn too_many_rows() -> ApiError {
     ApiError::bad_request(
         "query_too_large",
@@ -163,6 +158,8 @@ fn too_many_rows() -> ApiError {
     )
 }
 
+/// `GET /v1/series`: `400` for a query that asks for what no sample could have stored or
+/// that matches more than [`MAX_BUCKET_ROWS`] hourly buckets.
 pub async fn get_series(
     State(state): State<ApiState>,
     query: Result<Query<SeriesQuery>, QueryRejection>,
@@ -173,68 +170,78 @@ pub async fn get_series(
             format!("query: {}", http::quote_within(&e.body_text())),
         )
     })?;
-    let now = chrono::Utc::now().timestamp_millis();
-    let Params {
-        service,
-        metric,
-        from,
-        to,
-        step,
-        tags,
-    } = validate(&q, now)?;
-    let rows = sqlx::query(&format!(
-        "SELECT s.id, s.tags::text, (extract(epoch FROM b.hour) * 1000)::bigint, {BUCKET_COLUMNS} \
-         FROM series s JOIN buckets b ON b.series_id = s.id \
-         WHERE s.service = $1 AND s.metric = $2 AND s.tags @> $3::jsonb \
-           AND b.hour >= $4 AND b.hour < $5 \
-         LIMIT $6"
-    ))
-    .bind(service)
-    .bind(metric)
-    .bind(serde_json::to_string(&tags).expect("string map serialises"))
-    .bind(instant_of(from.div_euclid(step) * step))
-    .bind(instant_of(to))
-    .bind(MAX_BUCKET_ROWS as i64 + 1)
-    .fetch_all(&state.pool)
-    .await
-    .map_err(anyhow::Error::from)?;
-    if rows.len() > MAX_BUCKET_ROWS {
-        return Err(too_many_rows());
-    }
+    let p = validate(&q, chrono::Utc::now().timestamp_millis())?;
+    let filter = SeriesFilter {
+        service: p.service,
+        metric: p.metric,
+        tags: &p.tags,
+        from_ms: p.from.div_euclid(p.step) * p.step,
+        to_ms: p.to,
+    };
+    let rows = reads::series_buckets(&state.pool, &filter, MAX_BUCKET_ROWS)
+        .await?
+        .ok_or_else(too_many_rows)?;
+    Ok(Json(render(&p, fold(rows, p.step))))
+}
 
-    let mut by_series: Vec<(i64, String, BTreeMap<i64, Bucket>)> = Vec::new();
+/// One series' buckets, merged into steps.
+#[derive(Debug)]
+struct Folded {
+    /// The series' tags, a JSON object.
+    tags_json: String,
+    /// Buckets by the start of their step.
+    steps: BTreeMap<i64, Bucket>,
+}
+
+/// Merges the hourly rows of each series into steps of `step` ms; series come out in id
+/// order, steps in time order.
+fn fold(rows: Vec<SeriesBucket>, step: i64) -> Vec<Folded> {
+    let mut by_series: Vec<(i64, Folded)> = Vec::new();
     let mut index: HashMap<i64, usize> = HashMap::new();
-    for r in &rows {
-        let id: i64 = r.get(0);
-        let slot = *index.entry(id).or_insert_with(|| {
-            by_series.push((id, r.get(1), BTreeMap::new()));
+    for row in rows {
+        let slot = *index.entry(row.series_id).or_insert_with(|| {
+            let folded = Folded {
+                tags_json: row.tags_json,
+                steps: BTreeMap::new(),
+            };
+            by_series.push((row.series_id, folded));
             by_series.len() - 1
         });
-        let start = r.get::<i64, _>(2).div_euclid(step) * step;
-        let bucket = bucket_from_row(r, 3).map_err(anyhow::Error::from)?;
-        by_series[slot].2.entry(start).or_default().merge(&bucket);
+        let start = row.hour_ms.div_euclid(step) * step;
+        by_series[slot]
+            .1
+            .steps
+            .entry(start)
+            .or_default()
+            .merge(&row.bucket);
     }
     // Ordered here rather than in SQL, so that Postgres can stop at the limit instead of
     // sorting every matching row first (hours are ordered by each series' map).
-    by_series.sort_unstable_by_key(|(id, ..)| *id);
-    let series: Vec<SeriesView> = by_series
+    by_series.sort_unstable_by_key(|(id, _)| *id);
+    by_series.into_iter().map(|(_, folded)| folded).collect()
+}
+
+/// The response body: the folded series of the query `params`.
+fn render(params: &Params<'_>, series: Vec<Folded>) -> serde_json::Value {
+    let series: Vec<SeriesView> = series
         .into_iter()
-        .map(|(_, tags, buckets)| SeriesView {
-            service: service.to_owned(),
-            metric: metric.to_owned(),
-            tags: serde_json::from_str(&tags).unwrap_or_default(),
-            buckets: buckets
+        .map(|folded| SeriesView {
+            service: params.service.to_owned(),
+            metric: params.metric.to_owned(),
+            tags: serde_json::from_str(&folded.tags_json).unwrap_or_default(),
+            buckets: folded
+                .steps
                 .iter()
                 .map(|(start, b)| BucketView::new(*start, b))
                 .collect(),
         })
         .collect();
-    Ok(Json(serde_json::json!({
-        "from": format_instant(from),
-        "to": format_instant(to),
-        "step": if step == DAY_MS { "1d" } else { "1h" },
+    serde_json::json!({
+        "from": format_instant(params.from),
+        "to": format_instant(params.to),
+        "step": if params.step == DAY_MS { "1d" } else { "1h" },
         "series": series,
-    })))
+    })
 }
 
 #[cfg(test)]
@@ -385,6 +392,39 @@ mod tests {
         for part in ["10000", "shorter range", "tags"] {
             assert!(m.contains(part), "{m}");
         }
+    }
+
+    fn row(series_id: i64, hour_ms: i64, value: f64) -> SeriesBucket {
+        let mut bucket = Bucket::default();
+        bucket.add(value, 1, false, hour_ms);
+        SeriesBucket {
+            series_id,
+            tags_json: format!(r#"{{"n": "{series_id}"}}"#),
+            hour_ms,
+            bucket,
+        }
+    }
+
+    #[test]
+    fn rows_fold_into_steps_per_series_in_id_order() {
+        let day = 3 * DAY_MS;
+        let rows = vec![
+            row(9, day + 5 * HOUR_MS, 1.0),
+            row(-4, day, 2.0),
+            row(9, day + 2 * HOUR_MS, 3.0),
+            row(-4, day + DAY_MS, 4.0),
+        ];
+        let hourly = fold(rows.clone(), HOUR_MS);
+        let ids: Vec<&str> = hourly.iter().map(|f| f.tags_json.as_str()).collect();
+        assert_eq!(ids, [r#"{"n": "-4"}"#, r#"{"n": "9"}"#]);
+        let starts: Vec<i64> = hourly[1].steps.keys().copied().collect();
+        assert_eq!(starts, [day + 2 * HOUR_MS, day + 5 * HOUR_MS]);
+
+        let daily = fold(rows, DAY_MS);
+        let merged = &daily[1].steps[&day];
+        assert_eq!((merged.count, merged.sum), (2, 4.0));
+        let starts: Vec<i64> = daily[0].steps.keys().copied().collect();
+        assert_eq!(starts, [day, day + DAY_MS]);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use tidemark_model::series::partition_of;
 use tidemark_model::Sample;
-use tidemark_runtime::backlog::{sample_size, Backlog, MESSAGE_OVERHEAD};
+use tidemark_runtime::backpressure::Backpressure;
 use tidemark_schemas::{encode_sample_batch_of_datums, write_sample_datum, Chunk, SampleRef};
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
@@ -25,6 +25,10 @@ pub const MAX_BATCH: usize = 100;
 
 /// Parts waiting per partition before submitters are made to wait.
 const QUEUE_DEPTH: usize = 1024;
+
+/// Bytes set aside per sample before encoding, so that a partition's buffer rarely
+/// grows: the datum of a sample with one short tag. A larger one grows it once or twice.
+const DATUM_BYTES: usize = 64;
 
 /// The broker's verdict on one batch; the error text is shared by its waiters.
 type Outcome = Result<(), Arc<str>>;
@@ -80,27 +84,26 @@ impl Receipt {
 #[derive(Default)]
 struct Encoded {
     datums: Vec<u8>,
-    /// Per sample: where its datum ends, and its backlog estimate.
+    /// Per sample: where its datum ends, and its backpressure cost.
     spans: Vec<Span>,
 }
 
 #[derive(Clone, Copy)]
 struct Span {
     end: usize,
-    backlog: u64,
+    /// 0 without a backpressure.
+    cost: u64,
 }
 
 impl Encoded {
-    /// Room for samples whose backlog estimates (upper bounds of their Avro size) sum
-    /// to `bytes`, so encoding never reallocates.
-    fn with_capacity(samples: usize, bytes: u64) -> Self {
+    fn with_capacity(samples: usize) -> Self {
         Self {
-            datums: Vec::with_capacity(bytes as usize),
+            datums: Vec::with_capacity(samples * DATUM_BYTES),
             spans: Vec::with_capacity(samples),
         }
     }
 
-    fn push(&mut self, s: &Sample<'_>, backlog: u64) {
+    fn push(&mut self, s: &Sample<'_>, cost: u64) {
         write_sample_datum(
             &mut self.datums,
             &SampleRef {
@@ -115,7 +118,7 @@ impl Encoded {
         );
         self.spans.push(Span {
             end: self.datums.len(),
-            backlog,
+            cost,
         });
     }
 
@@ -127,16 +130,16 @@ impl Encoded {
         self.spans.len()
     }
 
-    fn backlog(&self) -> u64 {
-        self.spans.iter().map(|s| s.backlog).sum()
+    fn cost(&self) -> u64 {
+        self.spans.iter().map(|s| s.cost).sum()
     }
 
-    /// Each sample's datum with its backlog estimate.
+    /// Each sample's datum with its backpressure cost.
     fn iter(&self) -> impl Iterator<Item = (&[u8], u64)> {
         let starts = std::iter::once(0).chain(self.spans.iter().map(|s| s.end));
         starts
             .zip(&self.spans)
-            .map(|(start, s)| (&self.datums[start..s.end], s.backlog))
+            .map(|(start, s)| (&self.datums[start..s.end], s.cost))
     }
 
     /// Splits into runs of at most `max` samples.
@@ -190,7 +193,7 @@ pub enum SubmitError {
 pub struct Batcher {
     queues: Vec<mpsc::Sender<Part>>,
     ack_timeout: Duration,
-    backlog: Option<Arc<Backlog>>,
+    backlog: Option<Arc<dyn Backpressure>>,
 }
 
 /// The partition tasks; they end once every [`Batcher`] is dropped and their batches
@@ -211,8 +214,9 @@ pub struct BatcherConfig {
     pub partitions: i32,
     pub linger: Duration,
     pub ack_timeout: Duration,
-    /// Set in `standalone` with its embedded broker.
-    pub backlog: Option<Arc<Backlog>>,
+    /// A bound on the broker's backlog, reserved before producing (`standalone` sets
+    /// its embedded broker's); none by default.
+    pub backlog: Option<Arc<dyn Backpressure>>,
 }
 
 impl Batcher {
@@ -229,7 +233,7 @@ impl Batcher {
                 linger: config.linger,
                 current: Vec::new(),
                 current_count: 0,
-                current_backlog: 0,
+                current_cost: 0,
                 current_chunks: Vec::new(),
                 current_receipts: Vec::new(),
                 deadline: None,
@@ -263,26 +267,23 @@ impl Batcher {
             .iter()
             .map(|s| {
                 let partition = partition_of(s.series_id(), self.partitions()) as usize;
-                (
-                    partition,
-                    sample_size(s.service, s.metric, s.tags.iter().copied()),
-                )
+                let cost = self
+                    .backlog
+                    .as_ref()
+                    .map_or(0, |b| b.sample_cost(s.service, s.metric, &s.tags));
+                (partition, cost)
             })
             .collect();
-        let mut room = vec![(0usize, 0u64); self.queues.len()];
-        for &(p, bytes) in &routes {
-            room[p].0 += 1;
-            room[p].1 += bytes;
+        let mut room = vec![0usize; self.queues.len()];
+        for &(p, _) in &routes {
+            room[p] += 1;
         }
-        let mut groups: Vec<Encoded> = room
-            .into_iter()
-            .map(|(count, bytes)| Encoded::with_capacity(count, bytes))
-            .collect();
-        for (s, &(p, bytes)) in samples.iter().zip(&routes) {
-            groups[p].push(s, bytes);
+        let mut groups: Vec<Encoded> = room.into_iter().map(Encoded::with_capacity).collect();
+        for (s, &(p, cost)) in samples.iter().zip(&routes) {
+            groups[p].push(s, cost);
         }
         if let Some(backlog) = &self.backlog {
-            reserve(backlog, &groups)?;
+            reserve(backlog.as_ref(), &groups)?;
         }
         let parts: Vec<(usize, Option<String>, Encoded)> = groups
             .into_iter()
@@ -340,17 +341,13 @@ fn parts(group: Encoded, partition: i32, request: Option<u128>) -> Vec<(Option<S
 }
 
 /// Reserves backlog room for every group, or none at all.
-fn reserve(backlog: &Backlog, groups: &[Encoded]) -> Result<(), SubmitError> {
-    let sizes: Vec<u64> = groups.iter().map(Encoded::backlog).collect();
-    for (p, &bytes) in sizes.iter().enumerate() {
-        if !backlog.try_reserve(p as i32, bytes) {
-            for (q, &reserved) in sizes.iter().enumerate().take(p) {
-                backlog.release(q as i32, reserved);
-            }
-            return Err(SubmitError::BacklogFull);
-        }
+fn reserve(backlog: &dyn Backpressure, groups: &[Encoded]) -> Result<(), SubmitError> {
+    let costs: Vec<u64> = groups.iter().map(Encoded::cost).collect();
+    if backlog.try_reserve_all(&costs) {
+        Ok(())
+    } else {
+        Err(SubmitError::BacklogFull)
     }
-    Ok(())
 }
 
 struct PartitionWorker {
@@ -358,15 +355,15 @@ struct PartitionWorker {
     topic: String,
     partition: i32,
     linger: Duration,
-    /// The datums of the batch being filled, how many, and their backlog estimate.
+    /// The datums of the batch being filled, how many, and their backpressure cost.
     current: Vec<u8>,
     current_count: usize,
-    current_backlog: u64,
+    current_cost: u64,
     current_chunks: Vec<Chunk>,
     /// The submitters waiting on the batch being filled.
     current_receipts: Vec<Arc<Receipt>>,
     deadline: Option<Instant>,
-    backlog: Option<Arc<Backlog>>,
+    backlog: Option<Arc<dyn Backpressure>>,
 }
 
 impl PartitionWorker {
@@ -404,7 +401,7 @@ impl PartitionWorker {
                 count: part.samples.len() as i32,
             });
         }
-        for (datum, backlog) in part.samples.iter() {
+        for (datum, cost) in part.samples.iter() {
             if self.current_count == 0 {
                 self.deadline = Some(Instant::now() + self.linger);
             }
@@ -415,7 +412,7 @@ impl PartitionWorker {
             }
             self.current.extend_from_slice(datum);
             self.current_count += 1;
-            self.current_backlog += backlog;
+            self.current_cost += cost;
             if self.current_count == MAX_BATCH {
                 self.flush(inflight);
                 in_current = false;
@@ -431,10 +428,11 @@ impl PartitionWorker {
             return;
         }
         let size = std::mem::take(&mut self.current_count);
-        let backlog = std::mem::take(&mut self.current_backlog);
+        let cost = std::mem::take(&mut self.current_cost);
         let reserved = self.backlog.clone().map(|b| {
-            b.add(self.partition, MESSAGE_OVERHEAD);
-            (b, self.partition, backlog + MESSAGE_OVERHEAD)
+            let message = b.message_cost();
+            b.add(self.partition, message);
+            (b, self.partition, cost + message)
         });
         let ack = BatchAck {
             receipts: std::mem::take(&mut self.current_receipts),
@@ -485,7 +483,7 @@ type Delivery = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 /// The waiters of one batch, and the backlog it reserved.
 struct BatchAck {
     receipts: Vec<Arc<Receipt>>,
-    reserved: Option<(Arc<Backlog>, i32, u64)>,
+    reserved: Option<(Arc<dyn Backpressure>, i32, u64)>,
 }
 
 impl BatchAck {

@@ -1,35 +1,19 @@
 //! The per-service series bound (SPEC §2): a sample that would open a series past the
 //! limit is refused. Admitted series are kept in a Redis set per service, shared by all
-//! ingest processes and checked-and-added atomically by a script; a process remembers
-//! what it admitted so known series cost no round trip. With Redis down, each process
-//! enforces the bound on its own view.
+//! ingest processes and checked-and-added atomically ([`SeriesSets`]); a process
+//! remembers what it admitted so known series cost no round trip. With Redis down, each
+//! process enforces the bound on its own view.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
 
 use tidemark_model::Sample;
+use tidemark_store::cardinality::SeriesSets;
 use tidemark_store::hot::Redis;
-
-/// Checks, and adds if there is room, each series id; returns the ids refused.
-const ADMIT: &str = r"
-local refused = {}
-for i = 2, #ARGV do
-  if redis.call('SISMEMBER', KEYS[1], ARGV[i]) == 0 then
-    if redis.call('SCARD', KEYS[1]) < tonumber(ARGV[1]) then
-      redis.call('SADD', KEYS[1], ARGV[i])
-    else
-      table.insert(refused, ARGV[i])
-    end
-  end
-end
-return refused
-";
 
 pub struct Cardinality {
     limit: u32,
-    key_prefix: String,
-    redis: Redis,
-    script: redis::Script,
+    shared: SeriesSets,
     admitted: Mutex<HashMap<String, HashSet<i64>>>,
 }
 
@@ -37,9 +21,7 @@ impl Cardinality {
     pub fn new(limit: u32, topic_prefix: &str, redis: Redis) -> Self {
         Self {
             limit,
-            key_prefix: format!("{topic_prefix}:series:"),
-            redis,
-            script: redis::Script::new(ADMIT),
+            shared: SeriesSets::new(topic_prefix, redis),
             admitted: Mutex::new(HashMap::new()),
         }
     }
@@ -61,7 +43,7 @@ impl Cardinality {
         }
         let mut refused: HashSet<i64> = HashSet::new();
         for (service, ids) in unknown {
-            let outcome = match self.admit_shared(service, &ids).await {
+            let outcome = match self.shared.admit(service, self.limit, &ids).await {
                 Ok(r) => r,
                 Err(e) => {
                     metrics::counter!("tidemark_ingest_cardinality_fallbacks_total").increment(1);
@@ -85,17 +67,6 @@ impl Cardinality {
                 self.limit
             ),
         ))
-    }
-
-    async fn admit_shared(&self, service: &str, ids: &[i64]) -> anyhow::Result<Vec<i64>> {
-        let mut invocation = self.script.key(format!("{}{service}", self.key_prefix));
-        invocation.arg(self.limit);
-        for id in ids {
-            invocation.arg(id);
-        }
-        self.redis
-            .run(|mut c| async move { invocation.invoke_async(&mut c).await })
-            .await
     }
 
     fn admit_local(&self, service: &str, ids: &[i64]) -> Vec<i64> {

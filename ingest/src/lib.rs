@@ -178,8 +178,8 @@ pub struct IngestDeps {
     pub keys: Arc<KeyStore>,
     pub redis: tidemark_store::hot::Redis,
     pub ops: Ops,
-    /// The embedded broker's bound (`standalone` only).
-    pub backlog: Option<Arc<tidemark_runtime::backlog::Backlog>>,
+    /// A bound on the broker's backlog (`standalone` sets its embedded broker's).
+    pub backlog: Option<Arc<dyn tidemark_runtime::backpressure::Backpressure>>,
     /// The process's serving limits, shared by its listeners.
     pub limits: ServeLimits,
 }

@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use rand::RngCore;
 use sha2::{Digest, Sha256};
-use sqlx::PgPool;
+use tidemark_store::db::PgPool;
+use tidemark_store::keys;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
@@ -68,19 +69,12 @@ pub async fn create_key(pool: &PgPool, role: Role, name: &str) -> anyhow::Result
     let mut secret = [0u8; 16];
     rand::thread_rng().fill_bytes(&mut secret);
     let token = format!("tm_{}", hex::encode(secret));
-    sqlx::query("INSERT INTO api_keys (name, role, token_hash) VALUES ($1, $2, $3)")
-        .bind(name)
-        .bind(role.as_str())
-        .bind(hash(&token))
-        .execute(pool)
-        .await?;
+    keys::insert(pool, name, role.as_str(), &hash(&token)).await?;
     Ok(token)
 }
 
 pub async fn key_count(pool: &PgPool) -> anyhow::Result<i64> {
-    Ok(sqlx::query_scalar("SELECT count(*) FROM api_keys")
-        .fetch_one(pool)
-        .await?)
+    keys::count(pool).await
 }
 
 /// Whether `given` equals `expected`, in time that depends on neither (both are hashed
@@ -235,11 +229,7 @@ impl KeyStore {
         if self.unknown.fresh(&key).is_some() {
             return Ok(None);
         }
-        let looked_up =
-            sqlx::query_scalar::<_, String>("SELECT role FROM api_keys WHERE token_hash = $1")
-                .bind(&key[..])
-                .fetch_optional(&self.pool)
-                .await;
+        let looked_up = keys::role_of(&self.pool, &key).await;
         let role = match looked_up {
             Ok(role) => role.and_then(|r| r.parse().ok()),
             Err(e) => {
@@ -249,7 +239,7 @@ impl KeyStore {
                     tracing::warn!(error = %e, "API key lookup failed; using the last known answer");
                     return Ok(last);
                 }
-                return Err(e.into());
+                return Err(e);
             }
         };
         let now = Instant::now();
@@ -289,9 +279,7 @@ mod tests {
             store.authenticate(token, None).await.unwrap(),
             Auth::Unknown
         );
-        sqlx::query("INSERT INTO api_keys (name, role, token_hash) VALUES ('later', 'read', $1)")
-            .bind(hash(token))
-            .execute(&pool)
+        keys::insert(&pool, "later", "read", &hash(token))
             .await
             .unwrap();
         assert_eq!(

@@ -261,12 +261,7 @@ impl ApiError {
     /// An exhausted connection pool is overload, not a fault: 503, so clients back off.
     fn overload(self) -> Self {
         match self {
-            Self::Internal(err)
-                if matches!(
-                    err.downcast_ref::<sqlx::Error>(),
-                    Some(sqlx::Error::PoolTimedOut)
-                ) =>
-            {
+            Self::Internal(err) if tidemark_store::db::is_pool_exhausted(&err) => {
                 Self::Unavailable {
                     message: "the server is overloaded; retry later".into(),
                     retry_after_secs: 1,

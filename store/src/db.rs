@@ -1,15 +1,19 @@
-//! PostgreSQL connection and migrations. Connecting explains a failure in one line that
-//! names the URL (without its password) and what to do.
+//! PostgreSQL connection and migrations (the whole schema), and the decoding of a bucket
+//! row that the other modules share. Connecting explains a failure in one line that names
+//! the URL (without its password) and what to do.
 
 use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, Connection, PgPool, Row};
+use sqlx::{ConnectOptions, Connection, Row};
 use tidemark_sketch::Sketch;
 
 use tidemark_model::secret::{redact_url, Secret};
 use tidemark_model::Bucket;
+
+/// The connection pool every caller passes back to this crate's functions.
+pub use sqlx::PgPool;
 
 fn unreachable(url: &Secret, err: sqlx::Error) -> anyhow::Error {
     let missing_database = err
@@ -84,6 +88,21 @@ async fn create_database_if_missing(
     }
     admin.close().await?;
     Ok(())
+}
+
+/// Whether PostgreSQL answers a trivial query (readiness checks).
+pub async fn ping(pool: &PgPool) -> anyhow::Result<()> {
+    sqlx::query("SELECT 1").execute(pool).await?;
+    Ok(())
+}
+
+/// Whether `err` (at any depth of its context) is the pool running out of connections:
+/// overload, which callers answer with 503 rather than as a fault.
+pub fn is_pool_exhausted(err: &anyhow::Error) -> bool {
+    matches!(
+        err.downcast_ref::<sqlx::Error>(),
+        Some(sqlx::Error::PoolTimedOut)
+    )
 }
 
 /// Applies the embedded migrations (idempotent; safe from several processes at once).

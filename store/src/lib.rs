@@ -1,6 +1,18 @@
 //! The one owner of Tidemark's storage: PostgreSQL (connections, migrations, the schema's
-//! reads and writes) and Redis (the hot copy's whole key protocol). Every SQL statement
-//! and Redis command of the project lives in this crate; callers see values.
+//! reads and writes) and Redis (the hot copy's whole key protocol, the admitted series).
+//! Every SQL statement and Redis command of the project lives in this crate; callers see
+//! values.
+//!
+//! | module | owns |
+//! | --- | --- |
+//! | [`db`] | connecting to PostgreSQL, the migrations (`migrations/`: the whole schema) |
+//! | [`buckets`] | writes to `buckets` and `series`; `consumer_offsets`, `idempotency_chunks` |
+//! | [`reads`] | reads of `buckets` and `series` |
+//! | [`quarantine`] | `quarantine` |
+//! | [`leases`] | `partition_leases`, `aggregator_members` |
+//! | [`keys`] | `api_keys` |
+//! | [`hot`] | connecting to Redis; `<prefix>:hot:*`, the hot copy ([`hot::publish`] writes it, [`hot::read`] reads it) |
+//! | [`cardinality`] | `<prefix>:series:<service>`, the admitted series |
 
 pub mod buckets;
 pub mod cardinality;

@@ -299,8 +299,14 @@ fn signal(process: &RoleProcess, sig: &str) {
         .success());
 }
 
+/// The scenarios stop processes and fill the machine with load, so they run one at a
+/// time: under `cargo test` through this lock, under nextest (one process per test)
+/// through the `chaos` test group of `.config/nextest.toml`.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_aggregator_sigkilled_20_times() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let seed = 1001;
     println!("chaos aggregator_sigkill seed={seed}");
     let mut c = Cluster::start(&[]).await;
@@ -328,6 +334,7 @@ async fn chaos_aggregator_sigkilled_20_times() {
 /// poison message is in the quarantine once, and nothing else is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_poison_messages_with_aggregator_sigkills() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     use rdkafka::producer::FutureProducer;
 
     let seed = 1007;
@@ -348,9 +355,9 @@ async fn chaos_poison_messages_with_aggregator_sigkills() {
     for kill in 1..=6 {
         for i in 0..5 {
             let payload = match i % 3 {
-                0 => crate::quarantine::batch("m", 1.0, &[("k", "nul\0here")]),
+                0 => crate::broker::quarantine::batch("m", 1.0, &[("k", "nul\0here")]),
                 1 => [&[0xC3, 0x01][..], format!("garbage {kill}-{i}").as_bytes()].concat(),
-                _ => crate::quarantine::batch("poison", 1.0, &[]),
+                _ => crate::broker::quarantine::batch("poison", 1.0, &[]),
             };
             let partition = rng.gen_range(0..6);
             let record = rdkafka::producer::FutureRecord::<'_, (), [u8]>::to(&topic)
@@ -398,6 +405,7 @@ async fn chaos_poison_messages_with_aggregator_sigkills() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_stale_owner_after_rebalance_is_fenced() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let seed = 1003;
     println!("chaos stale_owner seed={seed}");
     // A lease time the pauses below outlast.
@@ -440,6 +448,7 @@ async fn chaos_stale_owner_after_rebalance_is_fenced() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_postgres_unavailable() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let seed = 1005;
     println!("chaos postgres_outage seed={seed}");
     let mut c = Cluster::start(&[]).await;
@@ -580,6 +589,7 @@ async fn health_source(c: &Cluster) -> (u16, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_redis_stopped() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let seed = 1006;
     println!("chaos redis_outage seed={seed}");
     let port = free_addr().port();
@@ -632,6 +642,7 @@ async fn chaos_redis_stopped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_ingest_sigkilled_with_requests_in_flight() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let seed = 1002;
     println!("chaos ingest_sigkill seed={seed}");
     let mut c = Cluster::start(&[]).await;
@@ -743,6 +754,7 @@ impl Drop for CuttableBroker {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_broker_unreachable_for_30s() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let seed = 1004;
     println!("chaos broker_outage seed={seed}");
     let broker = CuttableBroker::start().await;
@@ -866,11 +878,13 @@ async fn restarts_after_sigkill(name: &str, seed: u64, partitions: Option<(&str,
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_failover_restarts_with_the_default_partitions() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     restarts_after_sigkill("failover_restart_default", 1011, None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_failover_restarts_with_six_partitions() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     restarts_after_sigkill("failover_restart_six", 1012, Some(SEVERAL_PARTITIONS)).await;
 }
 
@@ -879,6 +893,7 @@ async fn chaos_failover_restarts_with_six_partitions() {
 /// messages within [`FAILOVER_BOUND`].
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_failover_standby_takes_over() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let seed = 1013;
     println!("chaos failover_standby seed={seed}");
     let mut c = Cluster::of(Pipeline::new(&[]).await, 1, 2).await;

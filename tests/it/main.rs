@@ -1,19 +1,32 @@
-//! Tidemark's integration tests, one binary for the workspace: in-process tests on
-//! librdkafka's mock cluster, and black-box tests of the role processes on the external
-//! broker started by `scripts/test.sh`.
+//! Tidemark's integration tests, one binary for the workspace, in layers a developer can
+//! run apart (README, "Tests"):
+//!
+//! - `local::` needs only PostgreSQL and Redis: in-process roles, librdkafka's mock
+//!   cluster, and role processes on the embedded broker;
+//! - `broker::` runs the roles as processes on the external broker that
+//!   `scripts/test.sh` starts (`TIDEMARK_TEST_BROKERS`);
+//! - `chaos::` also needs that broker, and stops and pauses processes and databases, so
+//!   its scenarios run one at a time whatever the test runner.
 
-mod api_limits;
-mod blackbox;
-mod chaos;
-mod compose;
-mod fencing;
-mod gaps;
-mod idempotency;
-mod ingest;
-mod properties;
-mod quarantine;
-mod replay;
-mod slowloris;
-mod standalone;
-mod startup;
 mod support;
+
+mod local {
+    mod api_limits;
+    mod compose;
+    mod fencing;
+    mod ingest;
+    mod slowloris;
+    mod standalone;
+    mod startup;
+}
+
+mod broker {
+    mod blackbox;
+    mod gaps;
+    mod idempotency;
+    mod properties;
+    pub(crate) mod quarantine;
+    mod replay;
+}
+
+mod chaos;

@@ -1,11 +1,15 @@
-//! The Redis hot copy: key layout shared by its writer (the aggregator) and its reader
-//! (the API). Redis is a cache; Postgres is the truth.
+//! The Redis hot copy of the recent hours' buckets: the connection, the key layout, the
+//! ready marker's check used by both sides, and (in its submodules) the whole protocol of its writers ([`publish`]: the aggregator,
+//! `tidemark quarantine replay` and `tidemark replay`) and of its reader ([`read`]: the
+//! API). Redis is a cache; Postgres is the truth.
 //!
 //! - `<prefix>:hot:<hour_ms>:<service>` — hash, field `<metric>|<series_id>`, value a
-//!   [`Bucket`](crate::bucket::Bucket) in its byte form: that hour's buckets of the service.
+//!   [`Bucket`](tidemark_model::Bucket) in its byte form: that hour's buckets of the
+//!   service.
 //! - `<prefix>:hot:services` — set of service names seen.
-//! - `<prefix>:hot:ready` — present only after an aggregator refilled the recent hours
-//!   from Postgres; without it readers must use Postgres (Redis was emptied or restarted).
+//! - `<prefix>:hot:ready` — present only after a writer refilled the recent hours from
+//!   Postgres; without it readers must use Postgres (Redis was emptied or restarted, or
+//!   the copy was invalidated).
 
 pub mod publish;
 pub mod read;
@@ -19,7 +23,8 @@ use tokio::sync::Mutex;
 
 use tidemark_model::secret::{redact_url, Secret};
 
-pub const HOUR_KEY_TTL: Duration = Duration::from_secs(3 * 3600);
+/// How long an hour key lives after its last write: past the hours the copy holds.
+pub(crate) const HOUR_KEY_TTL: Duration = Duration::from_secs(3 * 3600);
 
 /// How long any Redis operation may take before the caller falls back (to Postgres, or
 /// to a per-process view): a dead or restarting Redis must not stall a request.
@@ -74,7 +79,7 @@ impl Redis {
     }
 
     /// Runs `op` on the connection within [`REDIS_TIMEOUT`].
-    pub async fn run<T, F, Fut>(&self, op: F) -> anyhow::Result<T>
+    pub(crate) async fn run<T, F, Fut>(&self, op: F) -> anyhow::Result<T>
     where
         F: FnOnce(MultiplexedConnection) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
@@ -95,6 +100,13 @@ impl Redis {
         }
         outcome
     }
+
+    /// Whether Redis answers a `PING` (readiness checks).
+    pub async fn ping(&self) -> anyhow::Result<()> {
+        self.run(|mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await })
+            .await
+            .map(drop)
+    }
 }
 
 /// Key names for one deployment (one topic prefix).
@@ -104,33 +116,72 @@ pub struct HotKeys {
 }
 
 impl HotKeys {
+    /// The keys of the deployment whose topics start with `topic_prefix`.
     pub fn new(topic_prefix: &str) -> Self {
         Self {
             prefix: format!("{topic_prefix}:hot"),
         }
     }
 
+    /// The hash of `service`'s buckets in the hour starting at `hour_ms`.
     pub fn hour(&self, hour_ms: i64, service: &str) -> String {
         format!("{}:{hour_ms}:{service}", self.prefix)
     }
 
+    /// The set of service names seen.
     pub fn services(&self) -> String {
         format!("{}:services", self.prefix)
     }
 
+    /// The marker of a complete copy.
     pub fn ready(&self) -> String {
         format!("{}:ready", self.prefix)
     }
 }
 
+/// Whether the copy is marked ready (complete for the recent hours): writers refill it
+/// otherwise, and readers use Postgres.
+pub async fn is_ready(redis: &Redis, keys: &HotKeys) -> anyhow::Result<bool> {
+    let ready_key = keys.ready();
+    redis
+        .run(|mut c| async move {
+            redis::cmd("EXISTS")
+                .arg(ready_key)
+                .query_async(&mut c)
+                .await
+        })
+        .await
+}
+
 /// The hash field of a series within an hour key.
-pub fn field(metric: &str, series_id: i64) -> String {
+pub(crate) fn field(metric: &str, series_id: i64) -> String {
     format!("{metric}|{series_id}")
 }
 
 /// The metric part of a hash field (`|` is not allowed in metric names).
-pub fn metric_of(field: &str) -> &str {
+pub(crate) fn metric_of(field: &str) -> &str {
     field.split('|').next().unwrap_or(field)
+}
+
+/// The test Redis (`TIDEMARK_TEST_REDIS_URL`, default the local one) and a key prefix of
+/// the test's own.
+#[cfg(test)]
+pub(crate) async fn test_redis() -> (Redis, String) {
+    let url = std::env::var("TIDEMARK_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let redis = Redis::connect(&Secret::new(url)).await.unwrap();
+    let prefix = format!("test{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    (redis, prefix)
+}
+
+/// Deletes a test's `keys`.
+#[cfg(test)]
+pub(crate) async fn delete_test_keys(redis: &Redis, keys: &[String]) {
+    let keys = keys.to_vec();
+    redis
+        .run(|mut c| async move { redis::AsyncCommands::del::<_, ()>(&mut c, keys).await })
+        .await
+        .unwrap();
 }
 
 #[cfg(test)]

@@ -1,15 +1,13 @@
-//! A bound on the unconsumed bytes per partition, for the embedded broker of
-//! `standalone`: librdkafka's mock cluster keeps only 5 MiB per partition and drops older
-//! data silently, so ingest must refuse (503) before any partition's backlog gets near
-//! that. Ingest reserves an upper estimate of each sample's encoded size before producing
-//! it; the aggregator releases the same estimate once the sample is committed to Postgres.
-//! Each message adds [`MESSAGE_OVERHEAD`] on both sides, so many small messages count
-//! for what they take in the broker's log.
+//! The embedded broker's bound on the unconsumed bytes per partition: librdkafka's mock
+//! cluster keeps only 5 MiB per partition and drops older data silently, so ingest must
+//! refuse (503) before any partition's backlog gets near that. It is `standalone`'s
+//! [`Backpressure`]: a sample costs an upper estimate of its encoded size, and each
+//! message adds [`MESSAGE_OVERHEAD`], so many small messages count for what they take in
+//! the broker's log.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Well under the mock's 5 MiB per partition.
-pub const EMBEDDED_LIMIT_BYTES: u64 = 4 * 1024 * 1024;
+use tidemark_runtime::backpressure::Backpressure;
 
 /// An upper bound of what one message adds to the broker's log besides its samples:
 /// a record batch header (61 bytes) and the record's own framing, when each message
@@ -46,8 +44,24 @@ impl Backlog {
         }
     }
 
+    /// What the partition holds now; tests read it.
+    #[cfg(test)]
+    pub fn pending(&self, partition: i32) -> u64 {
+        self.pending[partition as usize].load(Ordering::Acquire)
+    }
+}
+
+impl Backpressure for Backlog {
+    fn sample_cost(&self, service: &str, metric: &str, tags: &[(&str, &str)]) -> u64 {
+        sample_size(service, metric, tags.iter().copied())
+    }
+
+    fn message_cost(&self) -> u64 {
+        MESSAGE_OVERHEAD
+    }
+
     /// Adds `bytes` to the partition's backlog unless that would pass the limit.
-    pub fn try_reserve(&self, partition: i32, bytes: u64) -> bool {
+    fn try_reserve(&self, partition: i32, bytes: u64) -> bool {
         let slot = &self.pending[partition as usize];
         slot.fetch_update(Ordering::AcqRel, Ordering::Acquire, |pending| {
             (pending + bytes <= self.limit).then_some(pending + bytes)
@@ -55,24 +69,19 @@ impl Backlog {
         .is_ok()
     }
 
-    /// Adds `bytes` whatever the limit: a message's overhead, known only once the
-    /// samples it carries were admitted. The limit's margin below the broker's absorbs
+    /// Adds `bytes` whatever the limit. The limit's margin below the broker's absorbs
     /// it, and later reservations see it.
-    pub fn add(&self, partition: i32, bytes: u64) {
+    fn add(&self, partition: i32, bytes: u64) {
         self.pending[partition as usize].fetch_add(bytes, Ordering::AcqRel);
     }
 
     /// Takes `bytes` off the partition's backlog (consumed, or never produced).
-    pub fn release(&self, partition: i32, bytes: u64) {
+    fn release(&self, partition: i32, bytes: u64) {
         let _ = self.pending[partition as usize].fetch_update(
             Ordering::AcqRel,
             Ordering::Acquire,
             |p| Some(p.saturating_sub(bytes)),
         );
-    }
-
-    pub fn pending(&self, partition: i32) -> u64 {
-        self.pending[partition as usize].load(Ordering::Acquire)
     }
 }
 
@@ -98,5 +107,18 @@ mod tests {
             "added overhead counts against later reservations"
         );
         assert_eq!(b.pending(1), 90);
+    }
+
+    #[test]
+    fn a_request_is_reserved_on_all_its_partitions_or_none() {
+        let b = Backlog::new(3, 100);
+        b.add(2, 101);
+        assert!(
+            !b.try_reserve_all(&[30, 40, 0]),
+            "a partition past the limit refuses even an empty share"
+        );
+        assert_eq!((b.pending(0), b.pending(1)), (0, 0), "released again");
+        assert!(b.try_reserve_all(&[30, 40]));
+        assert_eq!((b.pending(0), b.pending(1)), (30, 40));
     }
 }

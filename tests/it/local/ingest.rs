@@ -13,10 +13,15 @@ use rdkafka::producer::DefaultProducerContext;
 use serde_json::{json, Value};
 use tidemark_ingest::{Batcher, BatcherConfig, Cardinality, IngestState, ProducerHandle};
 use tidemark_runtime::auth::{create_key, KeyStore, Role};
-use tidemark_runtime::backlog::{sample_size, Backlog};
+use tidemark_runtime::backpressure::Backpressure;
 use tower::ServiceExt;
 
 use crate::support::{fresh_database, read_topic, redis_url, unique};
+use backlog::{sample_size, Backlog};
+
+// `standalone`'s bound, from the binary, which has no library to import it from.
+#[path = "../../../src/standalone/backlog.rs"]
+mod backlog;
 
 const TOPIC: &str = "t.samples";
 
@@ -34,7 +39,7 @@ async fn harness(ack_timeout: Duration) -> Harness {
 async fn harness_with(
     ack_timeout: Duration,
     max_series: u32,
-    backlog: Option<Arc<Backlog>>,
+    backlog: Option<Arc<dyn Backpressure>>,
     inflight: usize,
 ) -> Harness {
     let mock = MockCluster::new(1).unwrap();
