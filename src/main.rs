@@ -109,7 +109,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init_tracing(&config.log);
+    telemetry::init_tracing(&config.common.log);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -129,7 +129,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     let role = match command {
         Command::Standalone => return standalone::run(config, shutdown).await,
         Command::Migrate => {
-            let pool = db::connect(&config.database_url, 1, true).await?;
+            let pool = db::connect(&config.common.database_url, 1, true).await?;
             db::migrate(&pool).await?;
             println!("migrations applied");
             return Ok(());
@@ -137,7 +137,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Keys {
             command: KeysCommand::Create { role, name },
         } => {
-            let pool = db::connect(&config.database_url, 1, true).await?;
+            let pool = db::connect(&config.common.database_url, 1, true).await?;
             db::migrate(&pool).await?;
             let token = auth::create_key(&pool, role, &name).await?;
             println!("{token}");

@@ -11,7 +11,7 @@ use tidemark_runtime::Config;
 use tidemark_store::{db, hot};
 
 pub async fn list(config: &Config, all: bool) -> anyhow::Result<()> {
-    let pool = db::connect(&config.database_url, 1, false).await?;
+    let pool = db::connect(&config.common.database_url, 1, false).await?;
     db::migrate(&pool).await?;
     let entries = tidemark_store::quarantine::list(&pool, all).await?;
     if entries.is_empty() {
@@ -41,7 +41,7 @@ pub async fn list(config: &Config, all: bool) -> anyhow::Result<()> {
 /// Replays entry `id`, or every entry waiting when `id` is `None`. Fails when any entry
 /// is still refused, so scripts notice.
 pub async fn replay(config: &Config, id: Option<i64>) -> anyhow::Result<()> {
-    let pool = db::connect(&config.database_url, 1, false).await?;
+    let pool = db::connect(&config.common.database_url, 1, false).await?;
     db::migrate(&pool).await?;
     let ids = match id {
         Some(id) => vec![id],
@@ -69,9 +69,9 @@ pub async fn replay(config: &Config, id: Option<i64>) -> anyhow::Result<()> {
         }
     }
     if !written.is_empty() {
-        match hot::Redis::connect(&config.redis_url).await {
+        match hot::Redis::connect(&config.common.redis_url).await {
             Ok(redis) => {
-                let keys = hot::HotKeys::new(&config.topics.prefix);
+                let keys = hot::HotKeys::new(&config.common.topics.prefix);
                 let hot: Vec<_> = written.iter().map(Written::row).collect();
                 HotWriter::new(redis, keys, pool.clone())
                     .publish(&hot)

@@ -26,14 +26,14 @@ pub async fn run(config: &Config, from: &str, to: Option<&str>) -> anyhow::Resul
     };
     anyhow::ensure!(from_ms < to_ms, "--from must be before --to");
     let brokers = config.require_brokers()?;
-    let pool = db::connect(&config.database_url, 2, false).await?;
+    let pool = db::connect(&config.common.database_url, 2, false).await?;
     db::migrate(&pool).await?;
     let (from_h, to_h) = replay::hour_range(from_ms, to_ms);
     println!(
         "rebuilding hours {} .. {} from {}",
         format_instant(from_h),
         format_instant(to_h),
-        config.topics.samples
+        config.common.topics.samples
     );
     let bar = ProgressBar::new(0).with_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} messages ({per_sec}, eta {eta})")
@@ -42,18 +42,18 @@ pub async fn run(config: &Config, from: &str, to: Option<&str>) -> anyhow::Resul
     let summary = replay::replay(
         &pool,
         brokers,
-        &config.topics.samples,
+        &config.common.topics.samples,
         from_ms,
         to_ms,
-        config.max_sample_future,
+        config.ingest.max_sample_future,
         &Bar(bar.clone()),
     )
     .await?;
     bar.finish_and_clear();
     // The hot copy may hold the old values: make readers use Postgres until an
     // aggregator refills it.
-    let keys = hot::HotKeys::new(&config.topics.prefix);
-    let invalidated = match hot::Redis::connect(&config.redis_url).await {
+    let keys = hot::HotKeys::new(&config.common.topics.prefix);
+    let invalidated = match hot::Redis::connect(&config.common.redis_url).await {
         Ok(redis) => hot::publish::invalidate(&redis, &keys).await,
         Err(e) => Err(e),
     };

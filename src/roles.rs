@@ -43,19 +43,19 @@ impl Shared {
         create_database: bool,
     ) -> anyhow::Result<Self> {
         let pool = db::connect(
-            &config.database_url,
-            config.db_max_connections,
+            &config.common.database_url,
+            config.common.db_max_connections,
             create_database,
         )
         .await?;
         db::migrate(&pool).await?;
-        let redis = hot::Redis::connect(&config.redis_url).await?;
-        kafka::ensure_topics(brokers, &config.topics, config.partitions).await?;
+        let redis = hot::Redis::connect(&config.common.redis_url).await?;
+        kafka::ensure_topics(brokers, &config.common.topics, config.common.partitions.0).await?;
         Ok(Self {
             brokers: brokers.to_owned(),
             keys: Arc::new(KeyStore::new(pool.clone())),
             backlog: None,
-            limits: ServeLimits::from_config(config),
+            limits: ServeLimits::from_settings(&config.serving),
             metadata_client: Arc::new(kafka::client_config(brokers).create()?),
             pool,
             redis,
@@ -75,7 +75,7 @@ impl Shared {
             Box::pin(async move { conn.ping().await.map_err(|_| "unreachable".to_owned()) })
         });
         let client = self.metadata_client.clone();
-        let topic = config.topics.samples.clone();
+        let topic = config.common.topics.samples.clone();
         let kafka_check: ReadyCheck = Arc::new(move || {
             let (client, topic) = (client.clone(), topic.clone());
             Box::pin(async move {
@@ -91,7 +91,7 @@ impl Shared {
         });
         Ops {
             metrics: telemetry::metrics_handle(),
-            metrics_token: config.metrics_token.clone(),
+            metrics_token: config.common.metrics_token.clone(),
             checks: vec![
                 ("postgres", postgres),
                 ("redis", redis_check),
@@ -119,7 +119,10 @@ impl Shared {
                 }
             })
         });
-        let (client, topic) = (self.metadata_client.clone(), config.topics.samples.clone());
+        let (client, topic) = (
+            self.metadata_client.clone(),
+            config.common.topics.samples.clone(),
+        );
         let applying: ReadyCheck = Arc::new(move || {
             let (client, topic, progress) = (client.clone(), topic.clone(), progress.clone());
             Box::pin(async move {
@@ -206,7 +209,7 @@ pub async fn run(
                 tasks.spawn(aggregator.run(token));
                 if own_ops {
                     tasks.spawn(serve_ops(
-                        config.aggregator_addr,
+                        config.aggregator.addr,
                         "the aggregator",
                         shared.aggregator_ops(config, progress),
                         shared.limits.clone(),
@@ -237,6 +240,10 @@ pub async fn run(
     first_error.map_or(Ok(()), Err)
 }
 
+/// How long an ops request (`/healthz`, `/readyz`, `/metrics`) may take: the readiness
+/// checks are bounded at 2 s each, so this leaves room for all of them.
+const OPS_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
 async fn serve_ops(
     addr: std::net::SocketAddr,
     what: &str,
@@ -247,7 +254,7 @@ async fn serve_ops(
     let listener = tidemark_runtime::serve::bind(addr, what).await?;
     let router = tidemark_runtime::http::with_common_layers(
         tidemark_runtime::http::ops_router(ops),
-        Duration::from_secs(10),
+        OPS_REQUEST_TIMEOUT,
     );
     tidemark_runtime::serve::serve(listener, router, limits, shutdown).await
 }

@@ -21,16 +21,16 @@ const EMBEDDED_LIMIT_BYTES: u64 = 4 * 1024 * 1024;
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     // Kept alive for the whole run: dropping it stops the embedded broker.
     let mut _embedded: Option<MockCluster<'static, DefaultProducerContext>> = None;
-    let brokers = match &config.kafka_brokers {
+    let brokers = match &config.common.kafka_brokers {
         Some(b) => b.clone(),
         None => {
             let mock = MockCluster::new(1)?;
             for topic in [
-                &config.topics.samples,
-                &config.topics.breaches,
-                &config.topics.alerts,
+                &config.common.topics.samples,
+                &config.common.topics.breaches,
+                &config.common.topics.alerts,
             ] {
-                mock.create_topic(topic, config.partitions, 1)?;
+                mock.create_topic(topic, config.common.partitions.0, 1)?;
             }
             let servers = mock.bootstrap_servers();
             tracing::warn!(brokers = %servers, "no TIDEMARK_KAFKA_BROKERS: using an embedded in-memory broker (for trying Tidemark out, not for production)");
@@ -41,7 +41,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let mut shared = Shared::connect(&config, &brokers, true).await?;
     if _embedded.is_some() {
         shared.backlog = Some(Arc::new(Backlog::new(
-            config.partitions,
+            config.common.partitions.0,
             EMBEDDED_LIMIT_BYTES,
         )));
     }
@@ -51,7 +51,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     }
     println!(
         "Tidemark standalone: ingest on http://{} , API on http://{}",
-        config.ingest_addr, config.api_addr
+        config.ingest.addr, config.api.addr
     );
     roles::run(
         &config,

@@ -76,18 +76,23 @@ pub struct Aggregator {
     progress: Arc<Progress>,
 }
 
+/// How long a fetch may wait for data. Apache Kafka answers a fetch as soon as it has
+/// data, or after this wait; tansu 0.6 sleeps it out on every fetch (half of it from
+/// 250 ms up) and sends at most 5 MiB, so librdkafka's 500 ms held an aggregator there
+/// to about 20 MiB/s (docs/decisions.md).
+const FETCH_WAIT_MAX_MS: u32 = 100;
+
 impl Aggregator {
     pub async fn build(config: &Config, deps: AggregatorDeps) -> anyhow::Result<Self> {
         let consumer: StreamConsumer = tidemark_runtime::kafka::client_config(&deps.brokers)
-            .set("group.id", format!("{}.aggregator", config.topics.prefix))
+            .set(
+                "group.id",
+                format!("{}.aggregator", config.common.topics.prefix),
+            )
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            // Apache Kafka answers a fetch as soon as it has data, or after this wait.
-            // tansu 0.6 sleeps it out on every fetch (half of it from 250 ms up) and
-            // sends at most 5 MiB, so librdkafka's 500 ms held an aggregator there to
-            // about 20 MiB/s (docs/decisions.md).
-            .set("fetch.wait.max.ms", "100")
+            .set("fetch.wait.max.ms", FETCH_WAIT_MAX_MS.to_string())
             .create()?;
         let brokers = deps.brokers.clone();
         let cluster_id = tokio::task::spawn_blocking(move || {
@@ -96,27 +101,28 @@ impl Aggregator {
         .await??;
         let hot = HotWriter::new(
             deps.redis,
-            HotKeys::new(&config.topics.prefix),
+            HotKeys::new(&config.common.topics.prefix),
             deps.pool.clone(),
         );
         Ok(Self {
             consumer: Arc::new(consumer),
             pool: deps.pool,
             hot,
-            topic: config.topics.samples.clone(),
+            topic: config.common.topics.samples.clone(),
             cluster_id,
-            flush_interval: config.flush_interval,
-            idempotency_retention: config.idempotency_retention,
+            flush_interval: config.aggregator.flush_interval,
+            idempotency_retention: config.ingest.idempotency_retention,
             partitions: Partitions::default(),
             series: SeriesCache::default(),
             backlog: deps.backlog,
             lease: LeaseConfig {
-                topic: config.topics.samples.clone(),
+                topic: config.common.topics.samples.clone(),
                 owner: config
+                    .aggregator
                     .instance_id
                     .clone()
-                    .unwrap_or_else(|| default_instance_id(config.aggregator_addr)),
-                ttl: config.lease_ttl,
+                    .unwrap_or_else(|| default_instance_id(config.aggregator.addr)),
+                ttl: config.aggregator.lease_ttl.0,
             },
             progress: Arc::default(),
         })

@@ -14,9 +14,9 @@ pub struct Alerter {
 }
 
 impl Alerter {
-    /// Binds `config.alerter_addr`; `limits` are the process's (shared by its listeners).
+    /// Binds `config.alerter.addr`; `limits` are the process's (shared by its listeners).
     pub async fn build(config: &Config, ops: Ops, limits: ServeLimits) -> anyhow::Result<Self> {
-        let listener = serve::bind(config.alerter_addr, "the alerter").await?;
+        let listener = serve::bind(config.alerter.addr, "the alerter").await?;
         Ok(Self {
             listener,
             limits,

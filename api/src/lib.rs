@@ -69,15 +69,15 @@ impl Api {
         let state = ApiState {
             pool: deps.pool,
             redis: deps.redis,
-            hot_keys: HotKeys::new(&config.topics.prefix),
-            latency_metric: config.latency_metric.clone(),
+            hot_keys: HotKeys::new(&config.common.topics.prefix),
+            latency_metric: config.api.latency_metric.clone(),
             overview: Arc::new(health::Overview::default()),
         };
         let router = http::with_common_layers(
             router(state.clone(), deps.keys).merge(http::ops_router(deps.ops)),
-            Duration::from_secs(30),
+            config.api.request_timeout,
         );
-        let listener = serve::bind(config.api_addr, "the API").await?;
+        let listener = serve::bind(config.api.addr, "the API").await?;
         Ok(Self {
             listener,
             router,

@@ -185,13 +185,13 @@ pub struct IngestDeps {
 }
 
 impl Ingest {
-    /// Creates the producer and batcher and binds `config.ingest_addr`.
+    /// Creates the producer and batcher and binds `config.ingest.addr`.
     pub async fn build(config: &Config, deps: IngestDeps) -> anyhow::Result<Self> {
         let producers = Arc::new(ProducerHandle::new(
-            tidemark_runtime::kafka::producer_config(&deps.brokers, config.ack_timeout),
+            tidemark_runtime::kafka::producer_config(&deps.brokers, config.ingest.ack_timeout),
         )?);
         let brokers = deps.brokers.clone();
-        let topic = config.topics.samples.clone();
+        let topic = config.common.topics.samples.clone();
         let partitions = tokio::task::spawn_blocking(move || {
             tidemark_runtime::kafka::partition_count(&brokers, &topic, Duration::from_secs(10))
         })
@@ -199,32 +199,32 @@ impl Ingest {
         let (batcher, tasks) = Batcher::start(
             producers.clone(),
             BatcherConfig {
-                topic: config.topics.samples.clone(),
+                topic: config.common.topics.samples.clone(),
                 partitions,
-                linger: config.linger,
-                ack_timeout: config.ack_timeout,
+                linger: config.ingest.linger,
+                ack_timeout: config.ingest.ack_timeout,
                 backlog: deps.backlog,
             },
         );
         let state = IngestState {
             batcher: Arc::new(batcher),
             cardinality: Arc::new(Cardinality::new(
-                config.max_series_per_service,
-                &config.topics.prefix,
+                config.ingest.max_series_per_service,
+                &config.common.topics.prefix,
                 deps.redis,
             )),
-            inflight: Arc::new(Inflight::new(config.max_inflight_samples as usize)),
-            max_body_bytes: config.max_body_bytes,
-            max_decompressed_bytes: config.max_decompressed_bytes,
-            max_sample_age: config.max_sample_age,
-            max_sample_future: config.max_sample_future,
+            inflight: Arc::new(Inflight::new(config.ingest.max_inflight_samples as usize)),
+            max_body_bytes: config.ingest.max_body_bytes,
+            max_decompressed_bytes: config.ingest.max_decompressed_bytes,
+            max_sample_age: config.ingest.max_sample_age,
+            max_sample_future: config.ingest.max_sample_future,
             retry_after_secs: 1,
         };
         let router = http::with_common_layers(
             router(state, deps.keys).merge(http::ops_router(deps.ops)),
-            config.ack_timeout + Duration::from_secs(5),
+            config.ingest.ack_timeout + Duration::from_secs(5),
         );
-        let listener = serve::bind(config.ingest_addr, "ingest").await?;
+        let listener = serve::bind(config.ingest.addr, "ingest").await?;
         Ok(Self {
             listener,
             router,

@@ -1,9 +1,14 @@
 //! Layered configuration: embedded defaults, then an optional `tidemark.toml`, then
 //! `TIDEMARK_*` environment variables. A bad value stops start-up with a message naming
 //! the variable.
+//!
+//! Each setting is defined once, in [`settings!`] below: its key, the field and type it
+//! parses into, its default, and the sentence that documents it. The README's table is
+//! checked against these definitions by a test, and every error names the setting's
+//! variable. Settings are grouped by the role that reads them; every role receives the
+//! whole [`Config`] and reads its own section.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::str::FromStr;
@@ -12,54 +17,223 @@ use std::time::Duration;
 pub use tidemark_model::secret::Secret;
 use tidemark_model::time::parse_duration;
 
+/// One setting as the README and the error messages show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Setting {
+    /// The key in `tidemark.toml`; the variable is `TIDEMARK_<KEY>`.
+    pub key: &'static str,
+    /// The section of [`Config`] that holds it.
+    pub section: &'static str,
+    /// The embedded default; `None` leaves it unset.
+    pub default: Option<&'static str>,
+    /// What the README says in place of a default when there is none.
+    pub unset: &'static str,
+    /// What the setting means (the README's third column).
+    pub doc: &'static str,
+}
+
+impl Setting {
+    /// The environment variable that sets it.
+    pub fn var(&self) -> String {
+        env_name(self.key)
+    }
+
+    /// The README's default cell: the default in backticks, or the words for unset.
+    pub fn default_cell(&self) -> String {
+        match self.default {
+            Some(v) => format!("`{v}`"),
+            None => self.unset.to_owned(),
+        }
+    }
+}
+
+/// Defines the settings: one section struct per role with one field per setting, the
+/// [`SETTINGS`] table in definition order, and each section's parser.
+macro_rules! settings {
+    ($(
+        $(#[doc = $section_doc:literal])*
+        $section:ident: $Section:ident {
+            $( $key:literal => $field:ident: $ty:ty = $default:expr, $unset:literal, $doc:literal; )*
+        }
+    )*) => {
+        $(
+            $(#[doc = $section_doc])*
+            #[derive(Debug, Clone)]
+            pub struct $Section {
+                $( #[doc = $doc] pub $field: $ty, )*
+            }
+
+            impl $Section {
+                fn parse(values: &BTreeMap<String, String>) -> Result<Self, ConfigError> {
+                    Ok(Self { $( $field: parse_setting(values, $key)?, )* })
+                }
+            }
+        )*
+
+        /// Every setting, in the order the README lists them.
+        pub const SETTINGS: &[Setting] = &[
+            $($( Setting {
+                key: $key,
+                section: stringify!($section),
+                default: $default,
+                unset: $unset,
+                doc: $doc,
+            }, )*)*
+        ];
+
+        /// The validated configuration: one section per role, plus what they share.
+        #[derive(Debug, Clone)]
+        pub struct Config {
+            $( pub $section: $Section, )*
+        }
+
+        impl Config {
+            fn parse_sections(values: &BTreeMap<String, String>) -> Result<Self, ConfigError> {
+                Ok(Self { $( $section: $Section::parse(values)?, )* })
+            }
+        }
+    };
+}
+
 pub const DEFAULT_INGEST_ADDR: &str = "127.0.0.1:8080";
 pub const DEFAULT_API_ADDR: &str = "127.0.0.1:8081";
 pub const DEFAULT_AGGREGATOR_ADDR: &str = "127.0.0.1:8082";
 pub const DEFAULT_ALERTER_ADDR: &str = "127.0.0.1:8083";
 
-/// Every key with its default value; `None` means "unset unless configured".
-/// The environment variable of a key is `TIDEMARK_<KEY in upper case>`.
-const DEFAULTS: &[(&str, Option<&str>)] = &[
-    ("kafka_brokers", None),
-    (
-        "database_url",
-        Some("postgres://postgres@127.0.0.1:5432/tidemark"),
-    ),
-    ("redis_url", Some("redis://127.0.0.1:6379")),
-    ("ingest_addr", Some(DEFAULT_INGEST_ADDR)),
-    ("api_addr", Some(DEFAULT_API_ADDR)),
-    ("aggregator_addr", Some(DEFAULT_AGGREGATOR_ADDR)),
-    ("alerter_addr", Some(DEFAULT_ALERTER_ADDR)),
-    ("rules", None),
-    ("topic_prefix", Some("tidemark")),
-    ("metrics_token", None),
-    ("status_page_public", Some("false")),
-    ("log", Some("info")),
-    ("partitions", Some("1")),
-    ("linger", Some("0ms")),
-    ("ack_timeout", Some("5s")),
-    ("max_body_bytes", Some("1048576")),
-    ("max_decompressed_bytes", Some("16777216")),
-    ("max_sample_age", Some("7d")),
-    ("max_sample_future", Some("5m")),
-    ("max_series_per_service", Some("1000")),
-    ("flush_interval", Some("3s")),
-    ("db_max_connections", Some("10")),
-    ("lease_ttl", Some("6s")),
-    ("instance_id", None),
-    ("latency_metric", Some("http.server.duration")),
-    ("idempotency_retention", Some("24h")),
-    ("max_inflight_samples", Some("200000")),
-    ("header_read_timeout", Some("10s")),
-    ("idle_timeout", Some("60s")),
-    ("max_connections", None),
-    ("shutdown_timeout", Some("10s")),
-];
+settings! {
+    /// Connections and names every role shares.
+    common: Common {
+        "kafka_brokers" => kafka_brokers: Option<String> = None, "unset",
+            "bootstrap servers; required except for `standalone`, which then embeds a broker";
+        "database_url" => database_url: Secret = Some("postgres://postgres@127.0.0.1:5432/tidemark"), "",
+            "PostgreSQL";
+        "redis_url" => redis_url: Secret = Some("redis://127.0.0.1:6379"), "",
+            "Redis";
+        "topic_prefix" => topics: Topics = Some("tidemark"), "",
+            "topics `<prefix>.samples`, `.breaches`, `.alerts` (created when missing); also namespaces Redis keys and the group id under which aggregators commit offsets for lag tools";
+        "partitions" => partitions: Partitions = Some("1"), "",
+            "partitions of the topics Tidemark creates: as many as aggregators you mean to run side by side (each partition has one owner; a spare aggregator waits as a standby). Each partition costs ingest a produce request per batch (docs/decisions.md)";
+        "db_max_connections" => db_max_connections: u32 = Some("10"), "",
+            "Postgres pool size per process";
+        "metrics_token" => metrics_token: Option<Secret> = None, "unset",
+            "when set, `/metrics` needs `Authorization: Bearer <token>`";
+        "log" => log: String = Some("info"), "",
+            "log filter, e.g. `info,tidemark_aggregator=debug`";
+    }
+
+    /// How every HTTP listener treats its connections.
+    serving: Serving {
+        "header_read_timeout" => header_read_timeout: Duration = Some("10s"), "",
+            "a request head must be complete this long after the connection opened (or after its first bytes on a kept-alive connection); otherwise the connection is closed";
+        "idle_timeout" => idle_timeout: Duration = Some("60s"), "",
+            "a kept-alive connection on which nothing arrives for this long after a response is closed";
+        "max_connections" => max_connections: Option<AtLeastOne> = None, "unset",
+            "open HTTP connections per process, all listeners together; past it a new connection gets `503` with `Retry-After` at once. Never more than the soft open-file limit minus 128, which is kept for Postgres, Redis and Kafka (half the limit if that is more); that is the cap when unset";
+        "shutdown_timeout" => shutdown_timeout: Duration = Some("10s"), "",
+            "on SIGTERM, how long requests in flight may take to finish before their connections are closed";
+    }
+
+    /// The ingest role.
+    ingest: IngestSettings {
+        "ingest_addr" => addr: SocketAddr = Some(DEFAULT_INGEST_ADDR), "",
+            "ingest listener";
+        "linger" => linger: Duration = Some("0ms"), "",
+            "how long a partly filled batch may wait for more samples; it goes out once full, or once no more samples are waiting and this has passed";
+        "ack_timeout" => ack_timeout: Duration = Some("5s"), "",
+            "how long ingest waits for the broker before answering `503`";
+        "max_body_bytes" => max_body_bytes: usize = Some("1048576"), "",
+            "request body limit (`413` above)";
+        "max_decompressed_bytes" => max_decompressed_bytes: usize = Some("16777216"), "",
+            "limit after gzip/zstd decoding";
+        "max_sample_age" => max_sample_age: Duration = Some("7d"), "",
+            "how old a sample's timestamp may be";
+        "max_sample_future" => max_sample_future: Duration = Some("5m"), "",
+            "how far ahead of the time of receipt a sample's timestamp may be";
+        "max_series_per_service" => max_series_per_service: u32 = Some("1000"), "",
+            "series cardinality bound per service";
+        "max_inflight_samples" => max_inflight_samples: u32 = Some("200000"), "",
+            "samples ingest may hold awaiting the broker before answering 503 at once";
+        "idempotency_retention" => idempotency_retention: Duration = Some("24h"), "",
+            "how long a retry with the same `Idempotency-Key` is recognised";
+    }
+
+    /// The aggregator role.
+    aggregator: AggregatorSettings {
+        "aggregator_addr" => addr: SocketAddr = Some(DEFAULT_AGGREGATOR_ADDR), "",
+            "aggregator ops listener";
+        "flush_interval" => flush_interval: Duration = Some("3s"), "",
+            "how often the aggregator commits buckets and offsets (and updates the hot copy that health views read)";
+        "lease_ttl" => lease_ttl: LeaseTtl = Some("6s"), "",
+            "how long an aggregator's partition lease holds without renewal; a standby takes a killed owner's partitions within about this time plus a third of it";
+        "instance_id" => instance_id: Option<String> = None, "host and aggregator address",
+            "an aggregator's identity for partition leases; a restart with the same identity resumes its partitions at once";
+    }
+
+    /// The read API role.
+    api: ApiSettings {
+        "api_addr" => addr: SocketAddr = Some(DEFAULT_API_ADDR), "",
+            "API listener";
+        "api_request_timeout" => request_timeout: Duration = Some("30s"), "",
+            "how long an API request may take before it is answered `408`";
+        "latency_metric" => latency_metric: String = Some("http.server.duration"), "",
+            "the metric whose quantiles a service's health reports";
+        "status_page_public" => status_page_public: bool = Some("false"), "",
+            "(status page not built yet)";
+    }
+
+    /// The alerter role.
+    alerter: AlerterSettings {
+        "alerter_addr" => addr: SocketAddr = Some(DEFAULT_ALERTER_ADDR), "",
+            "alerter ops listener";
+        "rules" => rules: Option<String> = None, "unset",
+            "rules file (alerting is not built yet)";
+    }
+}
 
 /// The environment variables Tidemark reads (the contract of SPEC §7 plus tuning knobs),
-/// one per key of the defaults, in their order.
+/// one per setting, in definition order.
 pub fn env_vars() -> Vec<String> {
-    DEFAULTS.iter().map(|(k, _)| env_name(k)).collect()
+    SETTINGS.iter().map(Setting::var).collect()
+}
+
+/// How a setting's text becomes its value; the error is a reason, to which the caller
+/// adds the variable and the value.
+pub trait FromSetting: Sized {
+    /// `raw` is `None` when the setting is unset or blank.
+    fn from_setting(raw: Option<&str>) -> Result<Self, String>;
+}
+
+/// Parses with [`FromStr`]; a missing value is an error (only `Option`s may be unset).
+macro_rules! from_str_setting {
+    ($($ty:ty),*) => {$(
+        impl FromSetting for $ty {
+            fn from_setting(raw: Option<&str>) -> Result<Self, String> {
+                raw.ok_or_else(|| "must be set".to_owned())?
+                    .parse()
+                    .map_err(|e: <$ty as FromStr>::Err| e.to_string())
+            }
+        }
+    )*};
+}
+
+from_str_setting!(String, SocketAddr, bool, u32, usize, i32);
+
+impl FromSetting for Duration {
+    fn from_setting(raw: Option<&str>) -> Result<Self, String> {
+        parse_duration(raw.ok_or_else(|| "must be set".to_owned())?)
+    }
+}
+
+impl FromSetting for Secret {
+    fn from_setting(raw: Option<&str>) -> Result<Self, String> {
+        String::from_setting(raw).map(Secret::new)
+    }
+}
+
+impl<T: FromSetting> FromSetting for Option<T> {
+    fn from_setting(raw: Option<&str>) -> Result<Self, String> {
+        raw.map(|r| T::from_setting(Some(r))).transpose()
+    }
 }
 
 /// Topic names derived from `TIDEMARK_TOPIC_PREFIX`.
@@ -82,52 +256,57 @@ impl Topics {
     }
 }
 
-/// The validated configuration shared by every role.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// `None` only in `standalone`, which then embeds a broker.
-    pub kafka_brokers: Option<String>,
-    pub database_url: Secret,
-    pub redis_url: Secret,
-    pub ingest_addr: SocketAddr,
-    pub api_addr: SocketAddr,
-    pub aggregator_addr: SocketAddr,
-    pub alerter_addr: SocketAddr,
-    pub rules: Option<String>,
-    pub topics: Topics,
-    pub metrics_token: Option<Secret>,
-    pub status_page_public: bool,
-    pub log: String,
-    /// Partitions of the samples topic when Tidemark creates it.
-    pub partitions: i32,
-    pub linger: Duration,
-    pub ack_timeout: Duration,
-    pub max_body_bytes: usize,
-    pub max_decompressed_bytes: usize,
-    pub max_sample_age: Duration,
-    pub max_sample_future: Duration,
-    pub max_series_per_service: u32,
-    pub flush_interval: Duration,
-    pub db_max_connections: u32,
-    /// How long an aggregator's partition lease holds without renewal.
-    pub lease_ttl: Duration,
-    /// The aggregator's identity for partition leases (default: host and aggregator
-    /// address, stable across restarts).
-    pub instance_id: Option<String>,
-    /// The metric whose quantiles a service's health view reports as its latency.
-    pub latency_metric: String,
-    /// How long a retry with the same Idempotency-Key is recognised.
-    pub idempotency_retention: Duration,
-    /// Samples ingest may hold awaiting the broker; past it requests get 503 at once.
-    pub max_inflight_samples: u32,
-    /// How long a client may take to send a request head.
-    pub header_read_timeout: Duration,
-    /// How long a connection may stay open with no request in flight.
-    pub idle_timeout: Duration,
-    /// Open connections per process; `None` leaves it to the open-file limit.
-    pub max_connections: Option<usize>,
-    /// How long shutdown waits for open connections before closing them.
-    pub shutdown_timeout: Duration,
+impl FromSetting for Topics {
+    fn from_setting(raw: Option<&str>) -> Result<Self, String> {
+        let prefix = String::from_setting(raw)?;
+        let valid = !prefix.is_empty()
+            && prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if !valid {
+            return Err("use letters, digits, '.', '_' or '-'".into());
+        }
+        Ok(Self::new(&prefix))
+    }
+}
+
+/// A partition count Tidemark will create topics with: 1 to 1024.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Partitions(pub i32);
+
+impl FromSetting for Partitions {
+    fn from_setting(raw: Option<&str>) -> Result<Self, String> {
+        match i32::from_setting(raw)? {
+            n @ 1..=1024 => Ok(Self(n)),
+            _ => Err("must be 1..=1024".into()),
+        }
+    }
+}
+
+/// A lease of at least a second: shorter ones expire between two renewals on a busy host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseTtl(pub Duration);
+
+impl FromSetting for LeaseTtl {
+    fn from_setting(raw: Option<&str>) -> Result<Self, String> {
+        match Duration::from_setting(raw)? {
+            d if d >= Duration::from_secs(1) => Ok(Self(d)),
+            _ => Err("must be at least 1s".into()),
+        }
+    }
+}
+
+/// A count that must be at least one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AtLeastOne(pub usize);
+
+impl FromSetting for AtLeastOne {
+    fn from_setting(raw: Option<&str>) -> Result<Self, String> {
+        match usize::from_setting(raw)? {
+            0 => Err("must be at least 1".into()),
+            n => Ok(Self(n)),
+        }
+    }
 }
 
 /// A configuration error, naming the variable at fault.
@@ -149,19 +328,35 @@ fn env_name(key: &str) -> String {
     format!("TIDEMARK_{}", key.to_ascii_uppercase())
 }
 
+fn is_setting(key: &str) -> bool {
+    SETTINGS.iter().any(|s| s.key == key)
+}
+
+fn parse_setting<T: FromSetting>(
+    values: &BTreeMap<String, String>,
+    key: &str,
+) -> Result<T, ConfigError> {
+    let raw = values.get(key).map(|v| v.trim()).filter(|v| !v.is_empty());
+    T::from_setting(raw).map_err(|reason| ConfigError::Invalid {
+        var: env_name(key),
+        value: raw.unwrap_or_default().to_owned(),
+        reason,
+    })
+}
+
 impl Config {
     /// Loads defaults, then `file` (if it exists), then the process environment.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        let mut values = Self::defaults();
+        let mut values = defaults();
         if let Some(path) = file.filter(|p| p.exists()) {
             merge_file(&mut values, path)?;
         }
-        for (key, _) in DEFAULTS {
-            if let Ok(v) = std::env::var(env_name(key)) {
-                values.insert((*key).to_owned(), v);
+        for s in SETTINGS {
+            if let Ok(v) = std::env::var(s.var()) {
+                values.insert(s.key.to_owned(), v);
             }
         }
-        Self::from_values(&values)
+        Self::parse_sections(&values)
     }
 
     /// Builds a configuration from explicit key/value overrides on top of the defaults
@@ -169,9 +364,9 @@ impl Config {
     pub fn from_overrides<'a>(
         overrides: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Result<Self, ConfigError> {
-        let mut values = Self::defaults();
+        let mut values = defaults();
         for (k, v) in overrides {
-            if !DEFAULTS.iter().any(|(d, _)| *d == k) {
+            if !is_setting(k) {
                 return Err(ConfigError::Invalid {
                     var: env_name(k),
                     value: v.to_owned(),
@@ -180,86 +375,13 @@ impl Config {
             }
             values.insert(k.to_owned(), v.to_owned());
         }
-        Self::from_values(&values)
-    }
-
-    fn defaults() -> BTreeMap<String, String> {
-        DEFAULTS
-            .iter()
-            .filter_map(|(k, v)| v.map(|v| ((*k).to_owned(), v.to_owned())))
-            .collect()
-    }
-
-    fn from_values(v: &BTreeMap<String, String>) -> Result<Self, ConfigError> {
-        let opt = |key: &str| v.get(key).filter(|s| !s.trim().is_empty()).cloned();
-        let topic_prefix = get::<String>(v, "topic_prefix")?;
-        if topic_prefix.is_empty()
-            || !topic_prefix
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-        {
-            return Err(invalid(
-                "topic_prefix",
-                &topic_prefix,
-                "use letters, digits, '.', '_' or '-'",
-            ));
-        }
-        let partitions: i32 = get(v, "partitions")?;
-        if !(1..=1024).contains(&partitions) {
-            return Err(invalid(
-                "partitions",
-                &partitions.to_string(),
-                "must be 1..=1024",
-            ));
-        }
-        let lease_ttl = get_duration(v, "lease_ttl")?;
-        if lease_ttl < Duration::from_secs(1) {
-            return Err(invalid("lease_ttl", &v["lease_ttl"], "must be at least 1s"));
-        }
-        let max_connections = opt("max_connections")
-            .map(|_| get::<usize>(v, "max_connections"))
-            .transpose()?;
-        if max_connections == Some(0) {
-            return Err(invalid("max_connections", "0", "must be at least 1"));
-        }
-        Ok(Self {
-            kafka_brokers: opt("kafka_brokers"),
-            database_url: Secret::new(get::<String>(v, "database_url")?),
-            redis_url: Secret::new(get::<String>(v, "redis_url")?),
-            ingest_addr: get(v, "ingest_addr")?,
-            api_addr: get(v, "api_addr")?,
-            aggregator_addr: get(v, "aggregator_addr")?,
-            alerter_addr: get(v, "alerter_addr")?,
-            rules: opt("rules"),
-            topics: Topics::new(&topic_prefix),
-            metrics_token: opt("metrics_token").map(Secret::new),
-            status_page_public: get(v, "status_page_public")?,
-            log: get(v, "log")?,
-            partitions,
-            linger: get_duration(v, "linger")?,
-            ack_timeout: get_duration(v, "ack_timeout")?,
-            max_body_bytes: get(v, "max_body_bytes")?,
-            max_decompressed_bytes: get(v, "max_decompressed_bytes")?,
-            max_sample_age: get_duration(v, "max_sample_age")?,
-            max_sample_future: get_duration(v, "max_sample_future")?,
-            max_series_per_service: get(v, "max_series_per_service")?,
-            flush_interval: get_duration(v, "flush_interval")?,
-            db_max_connections: get(v, "db_max_connections")?,
-            lease_ttl,
-            instance_id: opt("instance_id"),
-            latency_metric: get(v, "latency_metric")?,
-            idempotency_retention: get_duration(v, "idempotency_retention")?,
-            max_inflight_samples: get(v, "max_inflight_samples")?,
-            header_read_timeout: get_duration(v, "header_read_timeout")?,
-            idle_timeout: get_duration(v, "idle_timeout")?,
-            max_connections,
-            shutdown_timeout: get_duration(v, "shutdown_timeout")?,
-        })
+        Self::parse_sections(&values)
     }
 
     /// The brokers, or an error naming the variable for roles that need an external one.
     pub fn require_brokers(&self) -> Result<&str, ConfigError> {
-        self.kafka_brokers
+        self.common
+            .kafka_brokers
             .as_deref()
             .ok_or_else(|| ConfigError::Missing {
                 var: env_name("kafka_brokers"),
@@ -268,27 +390,11 @@ impl Config {
     }
 }
 
-fn invalid(key: &str, value: &str, reason: &str) -> ConfigError {
-    ConfigError::Invalid {
-        var: env_name(key),
-        value: value.to_owned(),
-        reason: reason.to_owned(),
-    }
-}
-
-fn get<T: FromStr>(v: &BTreeMap<String, String>, key: &str) -> Result<T, ConfigError>
-where
-    T::Err: fmt::Display,
-{
-    let raw = v.get(key).map(String::as_str).unwrap_or_default();
-    raw.trim()
-        .parse()
-        .map_err(|e: T::Err| invalid(key, raw, &e.to_string()))
-}
-
-fn get_duration(v: &BTreeMap<String, String>, key: &str) -> Result<Duration, ConfigError> {
-    let raw = v.get(key).map(String::as_str).unwrap_or_default();
-    parse_duration(raw).map_err(|e| invalid(key, raw, &e))
+fn defaults() -> BTreeMap<String, String> {
+    SETTINGS
+        .iter()
+        .filter_map(|s| s.default.map(|v| (s.key.to_owned(), v.to_owned())))
+        .collect()
 }
 
 fn merge_file(values: &mut BTreeMap<String, String>, path: &Path) -> Result<(), ConfigError> {
@@ -301,7 +407,7 @@ fn merge_file(values: &mut BTreeMap<String, String>, path: &Path) -> Result<(), 
         .parse()
         .map_err(|e: toml::de::Error| file_err(e.to_string()))?;
     for (key, value) in table {
-        if !DEFAULTS.iter().any(|(d, _)| *d == key) {
+        if !is_setting(&key) {
             return Err(file_err(format!("unknown key `{key}`")));
         }
         let value = match value {
@@ -320,6 +426,22 @@ fn merge_file(values: &mut BTreeMap<String, String>, path: &Path) -> Result<(), 
     Ok(())
 }
 
+/// The README's configuration table, generated from [`SETTINGS`].
+pub fn markdown_table() -> String {
+    let mut table =
+        String::from("| variable | section | default | meaning |\n| --- | --- | --- | --- |\n");
+    for s in SETTINGS {
+        table.push_str(&format!(
+            "| `{}` | {} | {} | {} |\n",
+            s.var(),
+            s.section,
+            s.default_cell(),
+            s.doc
+        ));
+    }
+    table
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -327,62 +449,71 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         let c = Config::from_overrides([]).unwrap();
-        assert_eq!(c.ingest_addr.to_string(), DEFAULT_INGEST_ADDR);
-        assert_eq!(c.topics.samples, "tidemark.samples");
-        assert_eq!(c.max_sample_age, Duration::from_secs(7 * 86_400));
-        assert!(c.kafka_brokers.is_none());
-        assert_eq!(c.header_read_timeout, Duration::from_secs(10));
-        assert!(c.max_connections.is_none(), "left to the open-file limit");
+        assert_eq!(c.ingest.addr.to_string(), DEFAULT_INGEST_ADDR);
+        assert_eq!(c.common.topics.samples, "tidemark.samples");
+        assert_eq!(c.ingest.max_sample_age, Duration::from_secs(7 * 86_400));
+        assert!(c.common.kafka_brokers.is_none());
+        assert_eq!(c.serving.header_read_timeout, Duration::from_secs(10));
+        assert!(
+            c.serving.max_connections.is_none(),
+            "left to the open-file limit"
+        );
     }
 
-    /// The README's configuration table lists every variable once, with its default
-    /// (`unset`, or words, where there is none), and nothing else.
     #[test]
-    fn the_readme_documents_every_setting_with_its_default() {
+    fn every_setting_is_defined_once_with_a_default_or_words_for_unset() {
+        let mut keys: Vec<&str> = SETTINGS.iter().map(|s| s.key).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        assert_eq!(keys.len(), SETTINGS.len(), "a key defined twice");
+        for s in SETTINGS {
+            assert!(
+                s.default.is_some() != !s.unset.is_empty(),
+                "{}: a default, or words for unset, not both",
+                s.key
+            );
+            assert!(!s.doc.is_empty(), "{} is undocumented", s.key);
+        }
+    }
+
+    /// The README's configuration table is exactly the one the definitions generate.
+    #[test]
+    fn the_readme_table_is_the_generated_one() {
         let readme = include_str!("../../README.md");
-        let table = readme
+        let section = readme
             .split("## Configuration")
             .nth(1)
             .and_then(|s| s.split("\n## ").next())
             .expect("a configuration section");
-        let rows: Vec<(String, String)> = table
+        let documented: String = section
             .lines()
-            .filter(|l| l.starts_with("| `TIDEMARK_"))
-            .map(|l| {
-                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
-                (cells[1].trim_matches('`').to_owned(), cells[2].to_owned())
-            })
+            .filter(|l| l.starts_with('|'))
+            .map(|l| format!("{l}\n"))
             .collect();
-        let documented: Vec<&str> = rows.iter().map(|(v, _)| v.as_str()).collect();
-        assert_eq!(
-            documented,
-            env_vars(),
-            "one row per variable, in this order"
+        assert!(
+            documented == markdown_table(),
+            "the README's configuration table differs from the definitions; put this in it:\n{}",
+            markdown_table()
         );
-        for ((var, default), (_, value)) in rows.iter().zip(DEFAULTS) {
-            match value {
-                Some(v) => assert_eq!(default, &format!("`{v}`"), "{var}"),
-                None => assert!(!default.starts_with('`'), "{var} has no default: {default}"),
-            }
-        }
     }
 
     #[test]
     fn bad_value_names_the_variable() {
-        let err = Config::from_overrides([("ingest_addr", "nowhere")]).unwrap_err();
-        assert!(err.to_string().starts_with("TIDEMARK_INGEST_ADDR"), "{err}");
-        let err = Config::from_overrides([("linger", "5 parsecs")]).unwrap_err();
-        assert!(err.to_string().starts_with("TIDEMARK_LINGER"), "{err}");
-        let err = Config::from_overrides([("max_connections", "0")]).unwrap_err();
-        assert!(
-            err.to_string().starts_with("TIDEMARK_MAX_CONNECTIONS"),
-            "{err}"
-        );
-        let err = Config::from_overrides([("topic_prefix", "a b")]).unwrap_err();
-        assert!(
-            err.to_string().starts_with("TIDEMARK_TOPIC_PREFIX"),
-            "{err}"
-        );
+        for (key, value) in [
+            ("ingest_addr", "nowhere"),
+            ("linger", "5 parsecs"),
+            ("max_connections", "0"),
+            ("topic_prefix", "a b"),
+            ("partitions", "0"),
+            ("lease_ttl", "500ms"),
+            ("database_url", " "),
+        ] {
+            let err = Config::from_overrides([(key, value)]).unwrap_err();
+            let var = env_name(key);
+            assert!(err.to_string().starts_with(&var), "{key}: {err}");
+        }
+        let err = Config::from_overrides([("no_such_key", "1")]).unwrap_err();
+        assert!(err.to_string().starts_with("TIDEMARK_NO_SUCH_KEY"), "{err}");
     }
 
     #[test]
@@ -400,6 +531,9 @@ mod tests {
         let err = Config::load(Some(&path)).unwrap_err();
         assert!(err.to_string().contains("not_a_key"), "{err}");
         std::fs::write(&path, "partitions = 3\n").unwrap();
-        assert_eq!(Config::load(Some(&path)).unwrap().partitions, 3);
+        assert_eq!(
+            Config::load(Some(&path)).unwrap().common.partitions,
+            Partitions(3)
+        );
     }
 }

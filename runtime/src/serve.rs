@@ -40,7 +40,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-use crate::Config;
+use crate::config::Serving;
 
 /// Connections the kernel queues before they are accepted; tokio's default of 128
 /// overflowed when thousands of clients connected at once
@@ -75,14 +75,16 @@ pub struct ServeLimits {
 }
 
 impl ServeLimits {
-    /// The limits of `config`, with a connection budget sized from it and the open-file
-    /// limit. A process makes one and gives clones to all its listeners.
-    pub fn from_config(config: &Config) -> Self {
+    /// The limits of the serving settings, with a connection budget sized from them and
+    /// the open-file limit. A process makes one and gives clones to all its listeners.
+    pub fn from_settings(serving: &Serving) -> Self {
         Self {
-            header_read_timeout: config.header_read_timeout,
-            idle_timeout: config.idle_timeout,
-            shutdown_timeout: config.shutdown_timeout,
-            connections: Arc::new(Semaphore::new(connection_cap(config.max_connections))),
+            header_read_timeout: serving.header_read_timeout,
+            idle_timeout: serving.idle_timeout,
+            shutdown_timeout: serving.shutdown_timeout,
+            connections: Arc::new(Semaphore::new(connection_cap(
+                serving.max_connections.map(|n| n.0),
+            ))),
         }
     }
 }
