@@ -468,7 +468,7 @@ mod tests {
         assert_eq!(keys.len(), SETTINGS.len(), "a key defined twice");
         for s in SETTINGS {
             assert!(
-                s.default.is_some() != !s.unset.is_empty(),
+                s.default.is_some() == s.unset.is_empty(),
                 "{}: a default, or words for unset, not both",
                 s.key
             );
