@@ -5,6 +5,7 @@ mod quarantine;
 mod replay;
 mod roles;
 mod standalone;
+mod vocabulary;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -170,6 +170,7 @@ pub async fn run(
     own_ops: bool,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    telemetry::describe_metrics(crate::vocabulary::all_metrics());
     let mut tasks: JoinSet<anyhow::Result<()>> = JoinSet::new();
     for role in roles {
         let token = shutdown.clone();

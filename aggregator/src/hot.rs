@@ -7,6 +7,8 @@ use tidemark_store::db::PgPool;
 use tidemark_store::hot::publish::{publish, refill};
 use tidemark_store::hot::{is_ready, HotKeys, Redis};
 
+use crate::telemetry;
+
 /// The writer of one process: its Redis, its deployment's keys, and Postgres to refill from.
 pub struct HotWriter {
     redis: Redis,
@@ -24,19 +26,14 @@ impl HotWriter {
     /// copy is not marked complete.
     pub async fn publish(&mut self, buckets: &[BucketRow<'_>]) {
         if let Err(e) = self.try_publish(buckets).await {
-            metrics::counter!("tidemark_aggregator_redis_errors_total").increment(1);
-            tracing::warn!(error = %e, "hot copy not updated; the API serves from Postgres until it is refilled");
+            telemetry::hot_copy_not_updated(&e);
         }
     }
 
     async fn try_publish(&mut self, buckets: &[BucketRow<'_>]) -> anyhow::Result<()> {
         if !is_ready(&self.redis, &self.keys).await? {
             let copied = refill(&self.redis, &self.keys, &self.pool).await?;
-            metrics::counter!("tidemark_aggregator_hot_refills_total").increment(1);
-            tracing::info!(
-                buckets = copied,
-                "refilled the Redis hot copy from Postgres"
-            );
+            telemetry::hot_copy_refilled(copied);
         }
         publish(&self.redis, &self.keys, buckets).await
     }

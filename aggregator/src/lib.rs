@@ -18,6 +18,7 @@ pub mod quarantine;
 pub mod replay;
 pub mod state;
 pub mod store;
+pub mod telemetry;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -168,8 +169,7 @@ impl Aggregator {
                         }
                     }
                     Err(e) => {
-                        metrics::counter!("tidemark_aggregator_consume_errors_total").increment(1);
-                        tracing::warn!(error = %e, "consume error");
+                        telemetry::consume_failed(&e);
                     }
                 },
             }
@@ -229,8 +229,7 @@ impl Aggregator {
                         });
                     }
                     Err(e) => {
-                        metrics::counter!("tidemark_aggregator_lease_errors_total").increment(1);
-                        tracing::warn!(error = %e, "cannot renew partition leases; retrying");
+                        telemetry::leases_not_renewed(&e);
                     }
                 }
             }
@@ -252,21 +251,12 @@ impl Aggregator {
         let LeaseChange { lost, gained } = self.partitions.lease(owned);
         for p in &lost {
             idle_gauge(*p).set(0.0);
-            metrics::counter!("tidemark_aggregator_lease_changes_total", "change" => "lost")
-                .increment(1);
-            tracing::info!(partition = p, "partition lease lost; dropping what is not flushed (the next owner reads it again)");
+            telemetry::lease_lost(*p);
         }
         for p in &gained {
-            metrics::counter!("tidemark_aggregator_lease_changes_total", "change" => "gained")
-                .increment(1);
-            tracing::info!(
-                partition = p,
-                epoch = self.partitions.owned()[p],
-                "partition lease gained"
-            );
+            telemetry::lease_gained(*p, self.partitions.owned()[p]);
         }
-        metrics::gauge!("tidemark_aggregator_partitions_owned")
-            .set(self.partitions.owned().len() as f64);
+        telemetry::PARTITIONS_OWNED.set(self.partitions.owned().len() as f64);
         let resumed = self.resume_pending().await;
         if !resumed && !lost.is_empty() {
             self.assign();
@@ -369,13 +359,7 @@ impl Aggregator {
             match st.on_gap(std::time::Instant::now()) {
                 OnGap::Refetch(from) => return self.refetch(partition, offset, from).await,
                 OnGap::Accept => {
-                    metrics::counter!("tidemark_aggregator_offset_gaps_total").increment(1);
-                    tracing::error!(
-                        partition,
-                        expected = st.next_offset,
-                        got = offset,
-                        "offsets missing from the log; consuming past them"
-                    );
+                    telemetry::offsets_missing(partition, st.next_offset, offset);
                 }
             }
         }
@@ -386,8 +370,7 @@ impl Aggregator {
         // A set-aside message is logged and counted once its flush commits.
         match st.apply_guarded(offset, payload, &mut self.series, self.backlog.as_deref()) {
             Ok(folded) => {
-                metrics::counter!("tidemark_aggregator_samples_folded_total")
-                    .increment(folded as u64);
+                telemetry::SAMPLES_FOLDED.increment(folded as u64);
             }
             Err(panic) => {
                 tracing::error!(partition, offset, panic, "folding a message panicked; reading the partition again from its stored offset to set it aside");
@@ -475,7 +458,7 @@ impl Aggregator {
     /// skipped offsets (see [`state::GAP_GRACE`]). After a short pause, fetch again from
     /// `from` (at or before the next offset to apply).
     async fn refetch(&mut self, partition: i32, seen: i64, from: i64) -> anyhow::Result<()> {
-        metrics::counter!("tidemark_aggregator_refetches_total").increment(1);
+        telemetry::REFETCHES.increment(1);
         tokio::time::sleep(REFETCH_PAUSE).await;
         tracing::info!(
             partition,
@@ -506,13 +489,7 @@ impl Aggregator {
         .0;
         let (st, _) = self.partitions.loaded_mut(partition).expect("present");
         if st.next_offset < low {
-            metrics::counter!("tidemark_aggregator_offset_gaps_total").increment(1);
-            tracing::error!(
-                partition,
-                stored = st.next_offset,
-                log_start = low,
-                "samples between the stored offset and the log start are gone from Kafka"
-            );
+            telemetry::offsets_expired(partition, st.next_offset, low);
             st.next_offset = low;
         }
         Ok(from.max(low))
@@ -529,14 +506,7 @@ impl Aggregator {
     ) {
         let mut backoff = Backoff::new(Duration::from_millis(100), MAX_BACKOFF);
         while let Err(e) = self.consume(partition, offset, payload).await {
-            metrics::counter!("tidemark_aggregator_consume_retries_total").increment(1);
-            tracing::warn!(
-                partition,
-                offset,
-                error = format!("{e:#}"),
-                attempts = backoff.attempts(),
-                "cannot handle message yet; retrying"
-            );
+            telemetry::consume_retried(partition, offset, &e, backoff.attempts());
             if shutdown.is_cancelled() {
                 return; // unapplied: re-read from the stored offset after restart
             }
@@ -617,18 +587,16 @@ impl Aggregator {
             .await
             {
                 Ok(out) => {
-                    metrics::histogram!("tidemark_aggregator_flush_duration_seconds")
-                        .record(started.elapsed().as_secs_f64());
+                    telemetry::FLUSH_DURATION.record(started.elapsed().as_secs_f64());
                     self.after_commit(out).await;
                     return Flush::Done;
                 }
                 Err(e) if e.is_data() => {
-                    metrics::counter!("tidemark_aggregator_flush_refused_total").increment(1);
+                    telemetry::FLUSH_REFUSED.increment(1);
                     return Flush::Refused(e);
                 }
                 Err(e) => {
-                    metrics::counter!("tidemark_aggregator_flush_errors_total").increment(1);
-                    tracing::warn!(error = %e, attempts = backoff.attempts(), "flush failed; retrying");
+                    telemetry::flush_failed(&e, backoff.attempts());
                     if shutdown.is_cancelled() && backoff.attempts() >= 5 {
                         tracing::warn!(
                             "giving up at shutdown; unflushed samples will be re-read from Kafka"
@@ -643,11 +611,7 @@ impl Aggregator {
 
     async fn after_commit(&mut self, out: store::Flushed) {
         for p in &out.fenced {
-            metrics::counter!("tidemark_aggregator_fenced_total").increment(1);
-            tracing::warn!(
-                partition = p,
-                "another consumer advanced this partition; dropping our deltas"
-            );
+            telemetry::fenced(*p);
             self.partitions.fenced(*p);
         }
         let hot: Vec<_> = out.buckets.iter().map(store::Written::row).collect();
@@ -659,9 +623,7 @@ impl Aggregator {
             let st = self.partitions.committed(*p, &self.cluster_id);
             folded = st.samples.saturating_add(folded);
             for q in &st.quarantined {
-                metrics::counter!("tidemark_aggregator_quarantined_total", "reason" => q.kind.label())
-                    .increment(1);
-                log_quarantined(*p, q);
+                telemetry::quarantined(*p, q);
             }
             if let Some(backlog) = &self.backlog {
                 backlog.release(*p, st.cost);
@@ -669,7 +631,7 @@ impl Aggregator {
             self.progress.advanced(*p, st.next_offset, Instant::now());
             let _ = tpl.add_partition_offset(&self.topic, *p, Offset::Offset(st.next_offset));
         }
-        metrics::counter!("tidemark_aggregator_samples_committed_total").increment(folded);
+        telemetry::SAMPLES_COMMITTED.increment(folded);
         if tpl.count() > 0 {
             // For lag monitoring only; the truth is in Postgres.
             if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
@@ -680,9 +642,9 @@ impl Aggregator {
 }
 
 /// Seconds since a flush last advanced the partition; 0 once it is no longer owned
-/// (`tidemark_aggregator_partitions_owned` says how many are).
+/// ([`telemetry::PARTITIONS_OWNED`] says how many are).
 fn idle_gauge(partition: i32) -> metrics::Gauge {
-    metrics::gauge!("tidemark_aggregator_partition_idle_seconds", "partition" => partition.to_string())
+    telemetry::PARTITION_IDLE.with([partition.to_string()])
 }
 
 /// How a flush ended.
@@ -692,16 +654,6 @@ enum Flush {
     Refused(store::FlushError),
     /// Shutdown began while a dependency was down; the deltas are re-read after restart.
     Stopped,
-}
-
-fn log_quarantined(partition: i32, q: &state::Quarantined) {
-    tracing::error!(
-        partition,
-        offset = q.offset,
-        reason = q.kind.label(),
-        detail = %q.reason,
-        "message quarantined; `tidemark quarantine list` shows it"
-    );
 }
 
 /// An identity that survives a restart on the same host and address, so a restarted

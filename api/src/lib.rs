@@ -4,6 +4,7 @@
 pub mod health;
 pub mod params;
 pub mod series;
+pub mod telemetry;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -112,12 +113,14 @@ async fn refresh_gauges(state: ApiState, shutdown: CancellationToken) {
         match state.overview.get(&state).await {
             Ok(services) => {
                 for s in services.iter() {
-                    let labels = [("service", s.service.clone())];
-                    metrics::gauge!("tidemark_service_health_status", &labels)
+                    telemetry::SERVICE_HEALTH_STATUS
+                        .with([s.service.clone()])
                         .set(s.status.gauge());
-                    metrics::gauge!("tidemark_service_throughput_per_second", &labels)
+                    telemetry::SERVICE_THROUGHPUT
+                        .with([s.service.clone()])
                         .set(s.current_hour.throughput_per_s);
-                    metrics::gauge!("tidemark_service_error_ratio", &labels)
+                    telemetry::SERVICE_ERROR_RATIO
+                        .with([s.service.clone()])
                         .set(s.current_hour.error_rate.unwrap_or(0.0));
                     for (q, v) in [
                         ("0.5", s.current_hour.p50),
@@ -125,7 +128,9 @@ async fn refresh_gauges(state: ApiState, shutdown: CancellationToken) {
                         ("0.99", s.current_hour.p99),
                     ] {
                         if let Some(v) = v {
-                            metrics::gauge!("tidemark_service_latency", "service" => s.service.clone(), "quantile" => q).set(v);
+                            telemetry::SERVICE_LATENCY
+                                .with([s.service.clone(), q.to_owned()])
+                                .set(v);
                         }
                     }
                 }

@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
 use crate::producer::ProducerHandle;
+use crate::telemetry;
 use tokio::time::Instant;
 
 /// Most samples in one Kafka message (SPEC §2).
@@ -455,12 +456,10 @@ impl PartitionWorker {
             Ok(delivery) => inflight.push(Box::pin(async move {
                 match delivery.await {
                     Ok(Ok(_)) => {
-                        metrics::histogram!("tidemark_ingest_broker_ack_seconds")
-                            .record(sent.elapsed().as_secs_f64());
-                        metrics::counter!("tidemark_ingest_batches_produced_total").increment(1);
-                        metrics::counter!("tidemark_ingest_samples_produced_total")
-                            .increment(size as u64);
-                        metrics::histogram!("tidemark_ingest_batch_samples").record(size as f64);
+                        telemetry::BROKER_ACK.record(sent.elapsed().as_secs_f64());
+                        telemetry::BATCHES_PRODUCED.increment(1);
+                        telemetry::SAMPLES_PRODUCED.increment(size as u64);
+                        telemetry::BATCH_SAMPLES.record(size as f64);
                         ack.settle(Ok(()));
                     }
                     Ok(Err((e, _))) => {
@@ -496,8 +495,7 @@ impl BatchAck {
 
     /// The batch is not in the broker: tell its waiters and free its backlog room.
     fn fail(mut self, reason: String) {
-        tracing::warn!(%reason, "batch not acknowledged by the broker");
-        metrics::counter!("tidemark_ingest_produce_errors_total").increment(1);
+        telemetry::batch_not_acknowledged(&reason);
         if let Some((backlog, partition, bytes)) = self.reserved.take() {
             backlog.release(partition, bytes);
         }

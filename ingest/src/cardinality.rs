@@ -11,6 +11,8 @@ use tidemark_model::Sample;
 use tidemark_store::cardinality::SeriesSets;
 use tidemark_store::hot::Redis;
 
+use crate::telemetry;
+
 pub struct Cardinality {
     limit: u32,
     shared: SeriesSets,
@@ -46,8 +48,7 @@ impl Cardinality {
             let outcome = match self.shared.admit(service, self.limit, &ids).await {
                 Ok(r) => r,
                 Err(e) => {
-                    metrics::counter!("tidemark_ingest_cardinality_fallbacks_total").increment(1);
-                    tracing::warn!(error = %e, "series limit checked per process: Redis unavailable");
+                    telemetry::series_checked_per_process(&e);
                     self.admit_local(service, &ids)
                 }
             };
@@ -57,7 +58,7 @@ impl Cardinality {
         let index = samples
             .iter()
             .position(|s| refused.contains(&s.series_id()))?;
-        metrics::counter!("tidemark_ingest_series_refused_total").increment(1);
+        telemetry::SERIES_REFUSED.increment(1);
         let service = &samples[index].service;
         Some((
             index,

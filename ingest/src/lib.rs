@@ -5,6 +5,7 @@ pub mod batcher;
 pub mod cardinality;
 pub mod parse;
 pub mod producer;
+pub mod telemetry;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,7 +67,7 @@ impl Inflight {
             return Err(ApiError::TooManySamples { limit: self.max });
         }
         self.permits.try_acquire_many(n as u32).map_err(|_| {
-            metrics::counter!("tidemark_ingest_overloaded_total").increment(1);
+            telemetry::OVERLOADED.increment(1);
             ApiError::Unavailable {
                 message: "ingest holds as many samples awaiting the broker as it may; retry later"
                     .into(),
@@ -140,7 +141,7 @@ async fn push_samples(
             message: format!("samples not accepted: {e}; retry later"),
             retry_after_secs: state.retry_after_secs,
         })?;
-    metrics::counter!("tidemark_ingest_samples_accepted_total").increment(n as u64);
+    telemetry::SAMPLES_ACCEPTED.increment(n as u64);
     Ok((StatusCode::ACCEPTED, Json(json!({"accepted": n}))))
 }
 

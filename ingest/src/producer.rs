@@ -10,6 +10,8 @@ use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, Producer};
 
+use crate::telemetry;
+
 pub struct ProducerHandle {
     config: ClientConfig,
     current: RwLock<FutureProducer>,
@@ -35,13 +37,12 @@ impl ProducerHandle {
         }
         match self.config.create::<FutureProducer>() {
             Ok(fresh) => {
-                metrics::counter!("tidemark_ingest_producer_recreated_total").increment(1);
-                tracing::warn!(fatal = ?fatal, "replaced an unusable Kafka producer");
+                telemetry::producer_replaced(&fatal);
                 *self.current.write().expect("producer lock") = fresh.clone();
                 fresh
             }
             Err(e) => {
-                tracing::error!(error = %e, "cannot create a new Kafka producer; keeping the old one");
+                telemetry::producer_not_replaced(&e);
                 self.broken.store(true, Ordering::Release);
                 current
             }

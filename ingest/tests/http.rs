@@ -29,11 +29,7 @@ fn unique(prefix: &str) -> String {
 }
 
 async fn redis() -> tidemark_store::hot::Redis {
-    let url = std::env::var("TIDEMARK_TEST_REDIS_URL")
-        .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
-    tidemark_store::hot::Redis::connect(&tidemark_runtime::config::Secret::new(url))
-        .await
-        .expect("connect to the test Redis")
+    tidemark_store::hot::test_redis().await.0
 }
 
 fn ops() -> Ops {

@@ -20,6 +20,8 @@ use sha2::{Digest, Sha256};
 use tidemark_store::db::PgPool;
 use tidemark_store::keys;
 
+use crate::telemetry::serving::{AUTH_LIMITED, AUTH_UNKNOWN_KEYS};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
     Ingest,
@@ -204,7 +206,7 @@ impl KeyStore {
         let now = Instant::now();
         if let Some(client) = client {
             if let Some(retry_after) = self.failures.blocked(client, now) {
-                metrics::counter!("tidemark_auth_limited_total").increment(1);
+                AUTH_LIMITED.increment(1);
                 return Ok(Auth::Limited {
                     retry_after,
                     limit: self.failures.max_failures(),
@@ -214,7 +216,7 @@ impl KeyStore {
         Ok(match self.lookup(key).await? {
             Some(role) => Auth::Known(role),
             None => {
-                metrics::counter!("tidemark_auth_unknown_keys_total").increment(1);
+                AUTH_UNKNOWN_KEYS.increment(1);
                 if let Some(client) = client {
                     self.failures.record_failure(client, now);
                 }
@@ -265,78 +267,6 @@ mod tests {
         assert!(!same_token("s3cret!", "s3cret"));
         assert!(!same_token("", "s3cret"));
         assert!(!same_token("S3cret", "s3cret"));
-    }
-
-    /// A token tried before its key existed is refused for at most the unknown TTL, and
-    /// answered from the cache meanwhile.
-    #[tokio::test]
-    async fn unknown_tokens_are_remembered_briefly() {
-        let pool = tidemark_store::db::fresh_test_database().await.1;
-        let ttl = Duration::from_millis(300);
-        let store = KeyStore::new(pool.clone()).with_unknown_ttl(ttl);
-        let token = "tm_created_later";
-        assert_eq!(
-            store.authenticate(token, None).await.unwrap(),
-            Auth::Unknown
-        );
-        keys::insert(&pool, "later", "read", &hash(token))
-            .await
-            .unwrap();
-        assert_eq!(
-            store.authenticate(token, None).await.unwrap(),
-            Auth::Unknown,
-            "answered from the negative cache"
-        );
-        tokio::time::sleep(ttl + Duration::from_millis(50)).await;
-        assert_eq!(
-            store.authenticate(token, None).await.unwrap(),
-            Auth::Known(Role::Read)
-        );
-    }
-
-    /// Past the limit of unknown tokens, a client is refused without a lookup (the pool
-    /// is closed, so a lookup would fail), while a remembered key still works and other
-    /// clients are still looked up.
-    #[tokio::test]
-    async fn a_flood_of_unknown_tokens_is_refused_without_lookups() {
-        let pool = tidemark_store::db::fresh_test_database().await.1;
-        let valid = create_key(&pool, Role::Ingest, "valid").await.unwrap();
-        let store = KeyStore::new(pool.clone()).with_failure_limit(3, Duration::from_secs(10));
-        let client: IpAddr = "192.0.2.7".parse().unwrap();
-        assert_eq!(
-            store.authenticate(&valid, Some(client)).await.unwrap(),
-            Auth::Known(Role::Ingest)
-        );
-        for i in 0..3 {
-            let outcome = store
-                .authenticate(&format!("tm_bad{i}"), Some(client))
-                .await;
-            assert_eq!(outcome.unwrap(), Auth::Unknown, "attempt {i}");
-        }
-        pool.close().await;
-        match store
-            .authenticate("tm_bad_next", Some(client))
-            .await
-            .unwrap()
-        {
-            Auth::Limited { retry_after, limit } => {
-                assert_eq!(limit, 3);
-                assert!(retry_after <= Duration::from_secs(10) && !retry_after.is_zero());
-            }
-            other => panic!("expected Limited, got {other:?}"),
-        }
-        assert_eq!(
-            store.authenticate(&valid, Some(client)).await.unwrap(),
-            Auth::Known(Role::Ingest)
-        );
-        let other: IpAddr = "192.0.2.8".parse().unwrap();
-        assert!(
-            store
-                .authenticate("tm_bad_next", Some(other))
-                .await
-                .is_err(),
-            "another client is looked up (and the closed pool fails)"
-        );
     }
 
     #[test]

@@ -41,6 +41,7 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use crate::config::Serving;
+use crate::telemetry::serving::HTTP_CONNECTIONS_REFUSED;
 
 /// Connections the kernel queues before they are accepted; tokio's default of 128
 /// overflowed when thousands of clients connected at once
@@ -177,7 +178,7 @@ pub async fn serve(
                 });
             }
             Err(_) => {
-                metrics::counter!("tidemark_http_connections_refused_total").increment(1);
+                HTTP_CONNECTIONS_REFUSED.increment(1);
                 match refusals.clone().try_acquire_owned() {
                     Ok(permit) => {
                         connections.spawn(async move {

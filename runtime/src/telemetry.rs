@@ -1,10 +1,16 @@
-//! Process telemetry: tracing to stderr and the Prometheus recorder behind `/metrics`.
-//! Installed once per process, so `standalone` and tests can start several roles.
+//! Process telemetry: tracing to stderr, the Prometheus recorder behind `/metrics`, and
+//! the vocabulary metrics are defined in ([`vocabulary`]). Installed once per process, so
+//! `standalone` and tests can start several roles.
+
+pub mod serving;
+pub mod vocabulary;
 
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
+
+use vocabulary::Metric;
 
 /// Starts logging with `filter` (e.g. `info`, `tidemark_ingest=debug`); later calls are no-ops.
 pub fn init_tracing(filter: &str) {
@@ -35,4 +41,13 @@ pub fn metrics_handle() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+/// Installs the recorder (see [`metrics_handle`]) and describes `metrics` to it, so
+/// `/metrics` gives each of them its `# HELP` line.
+pub fn describe_metrics<'a>(metrics: impl IntoIterator<Item = &'a Metric>) {
+    metrics_handle();
+    for metric in metrics {
+        metric.describe();
+    }
 }

@@ -135,7 +135,7 @@ pub fn bucket_from_row(r: &sqlx::postgres::PgRow, first: usize) -> sqlx::Result<
 /// `scripts/test.sh` drops before each run), on the server of
 /// `TIDEMARK_TEST_DATABASE_URL` (default: the local `postgres` database). Returns its URL
 /// and a pool on it.
-#[cfg(any(test, feature = "test-support"))]
+#[cfg(feature = "test-support")]
 pub async fn fresh_test_database() -> (String, PgPool) {
     let admin_url = std::env::var("TIDEMARK_TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());

@@ -35,25 +35,3 @@ pub async fn role_of(pool: &PgPool, token_hash: &[u8]) -> anyhow::Result<Option<
             .await?,
     )
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn keys_are_found_by_their_hash() {
-        let pool = crate::db::fresh_test_database().await.1;
-        assert_eq!(count(&pool).await.unwrap(), 0);
-        insert(&pool, "reader", "read", b"hash-1").await.unwrap();
-        assert_eq!(count(&pool).await.unwrap(), 1);
-        assert_eq!(
-            role_of(&pool, b"hash-1").await.unwrap().as_deref(),
-            Some("read")
-        );
-        assert_eq!(role_of(&pool, b"hash-2").await.unwrap(), None);
-        assert!(
-            insert(&pool, "bad", "root", b"hash-3").await.is_err(),
-            "roles are checked by the table"
-        );
-    }
-}

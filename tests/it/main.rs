@@ -18,6 +18,7 @@ mod local {
     mod slowloris;
     mod standalone;
     mod startup;
+    mod telemetry;
 }
 
 mod broker {

@@ -154,7 +154,7 @@ pub async fn is_ready(redis: &Redis, keys: &HotKeys) -> anyhow::Result<bool> {
 }
 
 /// The hash field of a series within an hour key.
-pub(crate) fn field(metric: &str, series_id: i64) -> String {
+pub fn field(metric: &str, series_id: i64) -> String {
     format!("{metric}|{series_id}")
 }
 
@@ -163,20 +163,36 @@ pub(crate) fn metric_of(field: &str) -> &str {
     field.split('|').next().unwrap_or(field)
 }
 
-/// The test Redis (`TIDEMARK_TEST_REDIS_URL`, default the local one) and a key prefix of
-/// the test's own.
-#[cfg(test)]
-pub(crate) async fn test_redis() -> (Redis, String) {
-    let url = std::env::var("TIDEMARK_TEST_REDIS_URL")
-        .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
-    let redis = Redis::connect(&Secret::new(url)).await.unwrap();
-    let prefix = format!("test{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+/// The test Redis's URL: `TIDEMARK_TEST_REDIS_URL`, default the local one.
+#[cfg(feature = "test-support")]
+fn test_redis_url() -> String {
+    std::env::var("TIDEMARK_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// The test Redis and a key prefix of the test's own (`it…`, which `scripts/test.sh`
+/// sweeps before each run).
+#[cfg(feature = "test-support")]
+pub async fn test_redis() -> (Redis, String) {
+    let redis = Redis::connect(&Secret::new(test_redis_url()))
+        .await
+        .unwrap();
+    let prefix = format!("it{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
     (redis, prefix)
 }
 
+/// A plain connection to the test Redis, for a test to set up and inspect keys itself.
+#[cfg(feature = "test-support")]
+pub async fn test_connection() -> MultiplexedConnection {
+    redis::Client::open(test_redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to the test Redis")
+}
+
 /// Deletes a test's `keys`.
-#[cfg(test)]
-pub(crate) async fn delete_test_keys(redis: &Redis, keys: &[String]) {
+#[cfg(feature = "test-support")]
+pub async fn delete_test_keys(redis: &Redis, keys: &[String]) {
     let keys = keys.to_vec();
     redis
         .run(|mut c| async move { redis::AsyncCommands::del::<_, ()>(&mut c, keys).await })

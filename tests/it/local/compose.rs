@@ -267,14 +267,14 @@ fn bind_mounts(compose: &Value, name: &str) -> BTreeMap<String, PathBuf> {
     mounts
 }
 
-/// Adds every `TIDEMARK_*` word of `s` to `out`.
-fn scan_tidemark_names(s: &str, out: &mut BTreeSet<String>) {
+/// Adds every word of `s` that starts with `prefix` (e.g. `TIDEMARK_`) to `out`.
+pub(super) fn scan_words(s: &str, prefix: &str, out: &mut BTreeSet<String>) {
     let bytes = s.as_bytes();
     let is_word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
     let mut i = 0;
-    while let Some(pos) = s[i..].find("TIDEMARK_") {
+    while let Some(pos) = s[i..].find(prefix) {
         let start = i + pos;
-        let mut end = start + "TIDEMARK_".len();
+        let mut end = start + prefix.len();
         while end < bytes.len() && is_word(bytes[end]) {
             end += 1;
         }
@@ -288,7 +288,7 @@ fn scan_tidemark_names(s: &str, out: &mut BTreeSet<String>) {
 /// Collects every `TIDEMARK_*` word used in keys or values anywhere in `value`.
 fn collect_tidemark_names(value: &Value, out: &mut BTreeSet<String>) {
     match value {
-        Value::String(s) => scan_tidemark_names(s, out),
+        Value::String(s) => scan_words(s, "TIDEMARK_", out),
         Value::Mapping(m) => {
             for (k, v) in m {
                 collect_tidemark_names(k, out);
@@ -561,8 +561,9 @@ fn grafana_datasource_points_at_prometheus_service() {
     );
 }
 
-#[test]
-fn grafana_dashboards_are_mounted_and_use_the_provisioned_datasource() {
+/// The dashboard Grafana is provisioned with, found through the compose file's mounts
+/// and the dashboard provider: its file and its JSON.
+pub(super) fn provisioned_dashboard() -> (PathBuf, serde_json::Value) {
     let compose = compose();
     let mounts = bind_mounts(&compose, "grafana");
     let provisioning = mounts
@@ -601,9 +602,23 @@ fn grafana_dashboards_are_mounted_and_use_the_provisioned_datasource() {
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", dashboard_file.display()));
     let dashboard: serde_json::Value = serde_json::from_str(&text)
         .unwrap_or_else(|e| panic!("{} is not valid JSON: {e}", dashboard_file.display()));
-    let panels = dashboard["panels"]
+    (dashboard_file, dashboard)
+}
+
+/// The query of every panel target of the dashboard in `file`.
+pub(super) fn panel_exprs<'a>(file: &Path, dashboard: &'a serde_json::Value) -> Vec<&'a str> {
+    dashboard["panels"]
         .as_array()
-        .unwrap_or_else(|| panic!("{} has no panels", dashboard_file.display()));
+        .unwrap_or_else(|| panic!("{} has no panels", file.display()))
+        .iter()
+        .flat_map(|panel| panel["targets"].as_array().into_iter().flatten())
+        .filter_map(|target| target["expr"].as_str())
+        .collect()
+}
+
+#[test]
+fn grafana_dashboards_are_mounted_and_use_the_provisioned_datasource() {
+    let (dashboard_file, dashboard) = provisioned_dashboard();
 
     // Every data source reference (panels, targets, variables) must be the provisioned
     // uid, except Grafana's built-in ones (annotations), whose uids start with "-- ".
@@ -619,14 +634,10 @@ fn grafana_dashboards_are_mounted_and_use_the_provisioned_datasource() {
         dashboard_file.display()
     );
 
-    let exprs: Vec<&str> = panels
-        .iter()
-        .flat_map(|panel| panel["targets"].as_array().into_iter().flatten())
-        .filter_map(|target| target["expr"].as_str())
-        .collect();
+    let exprs = panel_exprs(&dashboard_file, &dashboard);
     for metric in [
         "tidemark_ingest_samples_accepted_total",
-        "tidemark_ingest_requests_total",
+        "tidemark_http_requests_total",
         "tidemark_aggregator_samples_folded_total",
         "tidemark_aggregator_flush_duration_seconds_bucket",
         "tidemark_service_health_status",

@@ -3,6 +3,8 @@
 
 use std::process::Command;
 
+use crate::support;
+
 fn run(role: &str, env: &[(&str, &str)]) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_tidemark"))
         .arg(role)
@@ -65,14 +67,17 @@ fn unreachable_redis_names_the_url() {
 
 #[test]
 fn a_missing_database_says_how_to_create_it() {
+    let server = support::env(
+        "TIDEMARK_TEST_DATABASE_URL",
+        "postgres://postgres@127.0.0.1:5432/postgres",
+    );
+    let (base, _) = server.rsplit_once('/').expect("database URL with a path");
+    let missing_database = format!("{base}/tm_no_such_db");
     let (code, stderr) = run(
         "api",
         &[
             ("TIDEMARK_KAFKA_BROKERS", "127.0.0.1:1"),
-            (
-                "TIDEMARK_DATABASE_URL",
-                "postgres://postgres@127.0.0.1:5432/tm_no_such_db",
-            ),
+            ("TIDEMARK_DATABASE_URL", &missing_database),
         ],
     );
     assert_ne!(code, 0);

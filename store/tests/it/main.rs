@@ -1,0 +1,10 @@
+//! The store's tests that need PostgreSQL or Redis (the `local` layer of
+//! `scripts/test.sh`): each makes its own database (`db::fresh_test_database`) or key
+//! prefix (`hot::test_redis`) on the servers of `TIDEMARK_TEST_DATABASE_URL` and
+//! `TIDEMARK_TEST_REDIS_URL`. One module per module of `src/`.
+
+mod cardinality;
+mod hot;
+mod keys;
+mod leases;
+mod reads;
