@@ -29,7 +29,7 @@ pub struct Shared {
     pub keys: Arc<KeyStore>,
     /// A bound on the broker's backlog: set when the broker is `standalone`'s embedded
     /// one.
-    pub backlog: Option<Arc<dyn Backpressure>>,
+    pub backpressure: Option<Arc<dyn Backpressure>>,
     /// Timeouts and the connection budget every listener of the process shares.
     pub limits: ServeLimits,
     metadata_client: Arc<BaseConsumer>,
@@ -54,7 +54,7 @@ impl Shared {
         Ok(Self {
             brokers: brokers.to_owned(),
             keys: Arc::new(KeyStore::new(pool.clone())),
-            backlog: None,
+            backpressure: None,
             limits: ServeLimits::from_settings(&config.serving),
             metadata_client: Arc::new(kafka::client_config(brokers).create()?),
             pool,
@@ -181,7 +181,7 @@ pub async fn run(
                     keys: shared.keys.clone(),
                     redis: shared.redis.clone(),
                     ops: shared.ops(config),
-                    backlog: shared.backlog.clone(),
+                    backpressure: shared.backpressure.clone(),
                     limits: shared.limits.clone(),
                 };
                 let ingest = Ingest::build(config, deps).await?;
@@ -203,7 +203,7 @@ pub async fn run(
                     brokers: shared.brokers.clone(),
                     pool: shared.pool.clone(),
                     redis: shared.redis.clone(),
-                    backlog: shared.backlog.clone(),
+                    backpressure: shared.backpressure.clone(),
                 };
                 let aggregator = Aggregator::build(config, deps).await?;
                 let progress = aggregator.progress();
@@ -241,7 +241,7 @@ pub async fn run(
     first_error.map_or(Ok(()), Err)
 }
 
-/// How long an ops request (`/healthz`, `/readyz`, `/metrics`) may take: the readiness
+/// How long an ops request (`/livez`, `/readyz`, `/metrics`) may take: the readiness
 /// checks are bounded at 2 s each, so this leaves room for all of them.
 const OPS_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -40,7 +40,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     };
     let mut shared = Shared::connect(&config, &brokers, true).await?;
     if _embedded.is_some() {
-        shared.backlog = Some(Arc::new(Backlog::new(
+        shared.backpressure = Some(Arc::new(Backlog::new(
             config.common.partitions.0,
             EMBEDDED_LIMIT_BYTES,
         )));

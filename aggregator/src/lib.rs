@@ -58,7 +58,7 @@ pub struct AggregatorDeps {
     pub redis: tidemark_store::hot::Redis,
     /// A bound on the broker's backlog (`standalone` sets its embedded broker's),
     /// released as samples commit.
-    pub backlog: Option<Arc<dyn Backpressure>>,
+    pub backpressure: Option<Arc<dyn Backpressure>>,
 }
 
 pub struct Aggregator {
@@ -72,7 +72,7 @@ pub struct Aggregator {
     /// The leases this loop acts on, each partition in its phase (see `partition`).
     partitions: Partitions,
     series: SeriesCache,
-    backlog: Option<Arc<dyn Backpressure>>,
+    backpressure: Option<Arc<dyn Backpressure>>,
     lease: LeaseConfig,
     progress: Arc<Progress>,
 }
@@ -112,10 +112,10 @@ impl Aggregator {
             topic: config.common.topics.samples.clone(),
             cluster_id,
             flush_interval: config.aggregator.flush_interval,
-            idempotency_retention: config.ingest.idempotency_retention,
+            idempotency_retention: config.aggregator.idempotency_retention,
             partitions: Partitions::default(),
             series: SeriesCache::default(),
-            backlog: deps.backlog,
+            backpressure: deps.backpressure,
             lease: LeaseConfig {
                 topic: config.common.topics.samples.clone(),
                 owner: config
@@ -368,7 +368,12 @@ impl Aggregator {
             return Ok(());
         }
         // A set-aside message is logged and counted once its flush commits.
-        match st.apply_guarded(offset, payload, &mut self.series, self.backlog.as_deref()) {
+        match st.apply_guarded(
+            offset,
+            payload,
+            &mut self.series,
+            self.backpressure.as_deref(),
+        ) {
             Ok(folded) => {
                 telemetry::SAMPLES_FOLDED.increment(folded as u64);
             }
@@ -397,8 +402,13 @@ impl Aggregator {
                 return; // fenced meanwhile: the next owner reads the range again
             };
             let panicked = range.iter().find_map(|(offset, payload)| {
-                st.apply_guarded(*offset, payload, &mut self.series, self.backlog.as_deref())
-                    .err()
+                st.apply_guarded(
+                    *offset,
+                    payload,
+                    &mut self.series,
+                    self.backpressure.as_deref(),
+                )
+                .err()
             });
             let (kind, reason) = match panicked {
                 Some(panic) => (QuarantineKind::Panicked, panic),
@@ -421,7 +431,13 @@ impl Aggregator {
                 }
                 [(offset, payload)] => {
                     *st = st.reset();
-                    st.quarantine(*offset, payload, kind, reason);
+                    st.quarantine_applied(
+                        *offset,
+                        payload,
+                        kind,
+                        reason,
+                        self.backpressure.as_deref(),
+                    );
                     ranges.push(&[]);
                 }
                 _ => {
@@ -625,8 +641,8 @@ impl Aggregator {
             for q in &st.quarantined {
                 telemetry::quarantined(*p, q);
             }
-            if let Some(backlog) = &self.backlog {
-                backlog.release(*p, st.cost);
+            if let Some(backpressure) = &self.backpressure {
+                backpressure.release(*p, st.cost);
             }
             self.progress.advanced(*p, st.next_offset, Instant::now());
             let _ = tpl.add_partition_offset(&self.topic, *p, Offset::Offset(st.next_offset));

@@ -34,7 +34,7 @@ use crate::state::PartitionState;
 
 /// Where an owned partition is in its lifecycle.
 #[derive(Debug)]
-pub enum Phase {
+enum Phase {
     /// Its lease is held but its state is not loaded, or its fetch not placed (Postgres
     /// or the broker was unavailable): tried again at every tick.
     Resuming,

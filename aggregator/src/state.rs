@@ -151,6 +151,15 @@ pub struct PartitionState {
     gap: Option<Gap>,
 }
 
+/// The backpressure cost of a message's samples.
+fn samples_cost(batch: &SampleBatchView<'_>, b: &dyn Backpressure) -> u64 {
+    batch
+        .samples
+        .iter()
+        .map(|s| b.sample_cost(s.service, s.metric, &s.tags))
+        .sum()
+}
+
 impl PartitionState {
     pub fn new(fence: Fence, next_offset: i64) -> Self {
         Self {
@@ -227,7 +236,8 @@ impl PartitionState {
 
     /// Decodes and checks the message at `offset` and folds it, or sets it aside with
     /// the reason. Returns the number of samples folded. With a `backpressure`, counts
-    /// the message's cost as ingest reserved it: the message, and its samples if folded.
+    /// the message's cost as ingest reserved it, whether it is folded or set aside: the
+    /// message, and the samples it decodes to.
     pub fn apply(
         &mut self,
         offset: i64,
@@ -239,14 +249,10 @@ impl PartitionState {
             self.cost += b.message_cost();
         }
         let outcome = tidemark_schemas::with_sample_batch(payload, |batch| {
-            self.fold(offset, batch, series)?;
             if let Some(b) = backpressure {
-                self.cost += batch
-                    .samples
-                    .iter()
-                    .map(|s| b.sample_cost(s.service, s.metric, &s.tags))
-                    .sum::<u64>();
+                self.cost += samples_cost(batch, b);
             }
+            self.fold(offset, batch, series)?;
             Ok(batch.samples.len())
         });
         let (kind, reason) = match outcome {
@@ -255,6 +261,25 @@ impl PartitionState {
             Err(e) => (QuarantineKind::Undecodable, e.to_string()),
         };
         Err(self.quarantine(offset, payload, kind, reason))
+    }
+
+    /// Sets aside the message at `offset` that Postgres refused or whose fold panicked,
+    /// after a [`reset`](Self::reset) dropped what its application had counted: counts
+    /// its cost again, as [`apply`](Self::apply) would, so that it is released.
+    pub fn quarantine_applied(
+        &mut self,
+        offset: i64,
+        payload: &[u8],
+        kind: QuarantineKind,
+        reason: String,
+        backpressure: Option<&dyn Backpressure>,
+    ) {
+        if let Some(b) = backpressure {
+            self.cost += b.message_cost()
+                + tidemark_schemas::with_sample_batch(payload, |batch| samples_cost(batch, b))
+                    .unwrap_or(0);
+        }
+        self.quarantine(offset, payload, kind, reason);
     }
 
     /// [`apply`](Self::apply), containing a panic: `Err` with its message, after which
@@ -562,7 +587,7 @@ mod tests {
     }
 
     #[test]
-    fn the_backpressure_cost_counts_each_message_and_its_folded_samples() {
+    fn the_backpressure_cost_counts_each_message_and_its_samples() {
         let mut st = PartitionState::new(Fence::Row(0, "c".into()), 0);
         let mut cache = SeriesCache::default();
         let two = encoded(vec![
@@ -573,10 +598,29 @@ mod tests {
         assert_eq!(st.cost, 21);
         st.apply(1, b"garbage", &mut cache, Some(&Counting))
             .unwrap_err();
-        assert_eq!(st.cost, 22, "a set-aside message counts as a message only");
-        st.apply(2, &two, &mut cache, None).unwrap();
-        assert_eq!(st.cost, 22, "nothing is counted without a backpressure");
+        assert_eq!(
+            st.cost, 22,
+            "an undecodable message counts as a message only"
+        );
+        let invalid = encoded(vec![sample("a", f64::NAN, 1, false, HOUR_MS)]);
+        st.apply(2, &invalid, &mut cache, Some(&Counting))
+            .unwrap_err();
+        assert_eq!(st.cost, 33, "a set-aside message releases its samples too");
+        st.apply(3, &two, &mut cache, None).unwrap();
+        assert_eq!(st.cost, 33, "nothing is counted without a backpressure");
         assert_eq!(st.committed("c").cost, 0);
+        let mut reset = st.reset();
+        reset.quarantine_applied(
+            0,
+            &two,
+            QuarantineKind::Refused,
+            "r".into(),
+            Some(&Counting),
+        );
+        assert_eq!(
+            reset.cost, 21,
+            "a message isolated and set aside is counted once"
+        );
     }
 
     #[test]
@@ -699,7 +743,7 @@ mod tests {
     }
 
     #[test]
-    fn a_fresh_partition_is_dirty_until_it_has_a_row() {
+    fn a_fresh_partition_is_flushable_until_it_has_a_row() {
         assert!(PartitionState::new(Fence::Absent, 0).is_flushable());
     }
 }

@@ -194,7 +194,7 @@ pub enum SubmitError {
 pub struct Batcher {
     queues: Vec<mpsc::Sender<Part>>,
     ack_timeout: Duration,
-    backlog: Option<Arc<dyn Backpressure>>,
+    backpressure: Option<Arc<dyn Backpressure>>,
 }
 
 /// The partition tasks; they end once every [`Batcher`] is dropped and their batches
@@ -217,7 +217,7 @@ pub struct BatcherConfig {
     pub ack_timeout: Duration,
     /// A bound on the broker's backlog, reserved before producing (`standalone` sets
     /// its embedded broker's); none by default.
-    pub backlog: Option<Arc<dyn Backpressure>>,
+    pub backpressure: Option<Arc<dyn Backpressure>>,
 }
 
 impl Batcher {
@@ -238,14 +238,14 @@ impl Batcher {
                 current_chunks: Vec::new(),
                 current_receipts: Vec::new(),
                 deadline: None,
-                backlog: config.backlog.clone(),
+                backpressure: config.backpressure.clone(),
             };
             tasks.push(tokio::spawn(worker.run(rx)));
         }
         let batcher = Self {
             queues,
             ack_timeout: config.ack_timeout,
-            backlog: config.backlog,
+            backpressure: config.backpressure,
         };
         (batcher, BatcherTasks(tasks))
     }
@@ -269,7 +269,7 @@ impl Batcher {
             .map(|s| {
                 let partition = partition_of(s.series_id(), self.partitions()) as usize;
                 let cost = self
-                    .backlog
+                    .backpressure
                     .as_ref()
                     .map_or(0, |b| b.sample_cost(s.service, s.metric, &s.tags));
                 (partition, cost)
@@ -283,8 +283,8 @@ impl Batcher {
         for (s, &(p, cost)) in samples.iter().zip(&routes) {
             groups[p].push(s, cost);
         }
-        if let Some(backlog) = &self.backlog {
-            reserve(backlog.as_ref(), &groups)?;
+        if let Some(backpressure) = &self.backpressure {
+            reserve(backpressure.as_ref(), &groups)?;
         }
         let parts: Vec<(usize, Option<String>, Encoded)> = groups
             .into_iter()
@@ -342,9 +342,9 @@ fn parts(group: Encoded, partition: i32, request: Option<u128>) -> Vec<(Option<S
 }
 
 /// Reserves backlog room for every group, or none at all.
-fn reserve(backlog: &dyn Backpressure, groups: &[Encoded]) -> Result<(), SubmitError> {
+fn reserve(backpressure: &dyn Backpressure, groups: &[Encoded]) -> Result<(), SubmitError> {
     let costs: Vec<u64> = groups.iter().map(Encoded::cost).collect();
-    if backlog.try_reserve_all(&costs) {
+    if backpressure.try_reserve_all(&costs) {
         Ok(())
     } else {
         Err(SubmitError::BacklogFull)
@@ -364,7 +364,7 @@ struct PartitionWorker {
     /// The submitters waiting on the batch being filled.
     current_receipts: Vec<Arc<Receipt>>,
     deadline: Option<Instant>,
-    backlog: Option<Arc<dyn Backpressure>>,
+    backpressure: Option<Arc<dyn Backpressure>>,
 }
 
 impl PartitionWorker {
@@ -430,7 +430,7 @@ impl PartitionWorker {
         }
         let size = std::mem::take(&mut self.current_count);
         let cost = std::mem::take(&mut self.current_cost);
-        let reserved = self.backlog.clone().map(|b| {
+        let reserved = self.backpressure.clone().map(|b| {
             let message = b.message_cost();
             b.add(self.partition, message);
             (b, self.partition, cost + message)

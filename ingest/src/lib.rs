@@ -180,7 +180,7 @@ pub struct IngestDeps {
     pub redis: tidemark_store::hot::Redis,
     pub ops: Ops,
     /// A bound on the broker's backlog (`standalone` sets its embedded broker's).
-    pub backlog: Option<Arc<dyn tidemark_runtime::backpressure::Backpressure>>,
+    pub backpressure: Option<Arc<dyn tidemark_runtime::backpressure::Backpressure>>,
     /// The process's serving limits, shared by its listeners.
     pub limits: ServeLimits,
 }
@@ -204,7 +204,7 @@ impl Ingest {
                 partitions,
                 linger: config.ingest.linger,
                 ack_timeout: config.ingest.ack_timeout,
-                backlog: deps.backlog,
+                backpressure: deps.backpressure,
             },
         );
         let state = IngestState {

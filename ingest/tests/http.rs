@@ -69,7 +69,7 @@ async fn harness(inflight: usize) -> Harness {
             partitions: 1,
             linger: Duration::from_millis(5),
             ack_timeout,
-            backlog: None,
+            backpressure: None,
         },
     );
     let pool = tidemark_store::db::fresh_test_database().await.1;

@@ -153,8 +153,6 @@ settings! {
             "series cardinality bound per service";
         "max_inflight_samples" => max_inflight_samples: u32 = Some("200000"), "",
             "samples ingest may hold awaiting the broker before answering 503 at once";
-        "idempotency_retention" => idempotency_retention: Duration = Some("24h"), "",
-            "how long a retry with the same `Idempotency-Key` is recognised";
     }
 
     /// The aggregator role.
@@ -167,6 +165,8 @@ settings! {
             "how long an aggregator's partition lease holds without renewal; a standby takes a killed owner's partitions within about this time plus a third of it";
         "instance_id" => instance_id: Option<String> = None, "host and aggregator address",
             "an aggregator's identity for partition leases; a restart with the same identity resumes its partitions at once";
+        "idempotency_retention" => idempotency_retention: Duration = Some("24h"), "",
+            "how long a retry with the same `Idempotency-Key` is recognised (the aggregator keeps the ids of applied chunks this long)";
     }
 
     /// The read API role.

@@ -1,5 +1,5 @@
-//! The chaos suite (SPEC §5): load through ingest ×2 into two aggregators in one
-//! consumer group, with an API, on the external broker, real Postgres and real Redis,
+//! The chaos suite (SPEC §5): load through ingest ×2 into two aggregators sharing the
+//! partitions by leases, with an API, on the external broker, real Postgres and real Redis,
 //! while faults are injected. The client tallies exactly what was acknowledged; at the
 //! end Postgres must hold exactly that. Each scenario prints its seed and a summary line.
 

@@ -39,7 +39,7 @@ async fn harness(ack_timeout: Duration) -> Harness {
 async fn harness_with(
     ack_timeout: Duration,
     max_series: u32,
-    backlog: Option<Arc<dyn Backpressure>>,
+    backpressure: Option<Arc<dyn Backpressure>>,
     inflight: usize,
 ) -> Harness {
     let mock = MockCluster::new(1).unwrap();
@@ -58,7 +58,7 @@ async fn harness_with(
             partitions: 3,
             linger: Duration::from_millis(5),
             ack_timeout,
-            backlog: backlog.clone(),
+            backpressure: backpressure.clone(),
         },
     );
     let (_, pool) = fresh_database().await;
