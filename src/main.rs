@@ -4,6 +4,7 @@
 mod quarantine;
 mod replay;
 mod roles;
+mod rules;
 mod standalone;
 mod vocabulary;
 
@@ -66,6 +67,21 @@ enum Command {
     Quarantine {
         #[command(subcommand)]
         command: QuarantineCommand,
+    },
+    /// Alert rules files.
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// Validates a rules file; for a valid one shows each rule, the schedule in force now
+    /// and the next change. Exits 1 with every error otherwise.
+    Check {
+        /// The rules file (YAML).
+        file: PathBuf,
     },
 }
 
@@ -155,6 +171,9 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Aggregator => Role::Aggregator,
         Command::Alerter => Role::Alerter,
         Command::Api => Role::Api,
+        Command::Rules {
+            command: RulesCommand::Check { file },
+        } => return rules::check(&file),
     };
     let brokers = config.require_brokers()?.to_owned();
     let shared = Shared::connect(&config, &brokers, false).await?;

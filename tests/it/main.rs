@@ -15,6 +15,7 @@ mod local {
     mod compose;
     mod fencing;
     mod ingest;
+    mod rules;
     mod slowloris;
     mod standalone;
     mod startup;

@@ -1,0 +1,245 @@
+//! The rules file as YAML writes it (SPEC §6): the shapes serde reads, before any check
+//! of meaning. Unknown keys are refused everywhere. Each rule is read on its own, so one
+//! malformed rule does not hide the errors of the others.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::validate::{Error, RuleId};
+
+/// The whole file. `receivers`, `routes`, `inhibit` and `protected_windows` belong to
+/// alert delivery, which this crate does not do yet: they are accepted as they are.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFile {
+    pub rules: Vec<serde_yaml::Value>,
+    pub receivers: Vec<serde_yaml::Value>,
+    pub routes: Vec<serde_yaml::Value>,
+    pub inhibit: Option<serde_yaml::Value>,
+    pub protected_windows: Option<serde_yaml::Value>,
+}
+
+/// One rule as written; [`crate::validate`] turns it into a [`crate::Rule`].
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    pub name: String,
+    pub service: String,
+    pub metric: String,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    pub stat: Stat,
+    pub window: DurationText,
+    pub op: Op,
+    pub threshold: f64,
+    pub resolve_threshold: Option<f64>,
+    #[serde(rename = "for")]
+    pub for_: Option<DurationText>,
+    pub keep_firing_for: Option<DurationText>,
+    pub severity: Severity,
+    pub min_count: Option<u64>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub annotations: Annotations,
+    #[serde(default)]
+    pub schedules: Vec<RawSchedule>,
+}
+
+/// A duration as written, such as `5m`. A bare number is read too, so that validation
+/// can say which unit is missing rather than that a string was expected.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum DurationText {
+    Text(String),
+    Number(serde_yaml::Number),
+}
+
+impl DurationText {
+    pub fn text(&self) -> String {
+        match self {
+            DurationText::Text(text) => text.clone(),
+            DurationText::Number(n) => n.to_string(),
+        }
+    }
+}
+
+/// One schedule of a rule as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSchedule {
+    pub name: Option<String>,
+    pub days: Option<Vec<Day>>,
+    pub hours: Option<String>,
+    pub timezone: Option<String>,
+    pub dates: Option<String>,
+    pub threshold: Option<f64>,
+    pub resolve_threshold: Option<f64>,
+    pub severity: Option<Severity>,
+    #[serde(default)]
+    pub maintenance: bool,
+}
+
+/// The statistic a rule compares, over its window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stat {
+    P50,
+    P90,
+    P95,
+    P99,
+    Avg,
+    Min,
+    Max,
+    Count,
+    Rate,
+    ErrorRate,
+}
+
+/// How the statistic is compared with the threshold; true means the rule is breached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Op {
+    #[serde(rename = ">")]
+    Gt,
+    #[serde(rename = ">=")]
+    Ge,
+    #[serde(rename = "<")]
+    Lt,
+    #[serde(rename = "<=")]
+    Le,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Critical,
+    Warning,
+    Info,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Day {
+    Mon,
+    Tue,
+    Wed,
+    Thu,
+    Fri,
+    Sat,
+    Sun,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Annotations {
+    pub summary: Option<String>,
+    pub runbook_url: Option<String>,
+}
+
+impl Stat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stat::P50 => "p50",
+            Stat::P90 => "p90",
+            Stat::P95 => "p95",
+            Stat::P99 => "p99",
+            Stat::Avg => "avg",
+            Stat::Min => "min",
+            Stat::Max => "max",
+            Stat::Count => "count",
+            Stat::Rate => "rate",
+            Stat::ErrorRate => "error_rate",
+        }
+    }
+}
+
+impl Op {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Gt => ">",
+            Op::Ge => ">=",
+            Op::Lt => "<",
+            Op::Le => "<=",
+        }
+    }
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Critical => "critical",
+            Severity::Warning => "warning",
+            Severity::Info => "info",
+        }
+    }
+}
+
+/// One rule as serde read it, or why it could not.
+pub type ReadRule = Result<(RuleId, RawRule), Error>;
+
+/// Reads the file into its rules, each still raw or with the error that kept serde from
+/// reading it. A YAML syntax error, or a top-level key that is not in the contract, fails
+/// the whole file.
+pub fn read(text: &str) -> Result<Vec<ReadRule>, Error> {
+    let document: serde_yaml::Value = serde_yaml::from_str(text).map_err(Error::file)?;
+    let file: RawFile = serde_path_to_error::deserialize(document)
+        .map_err(|e| Error::new(None, e.path().to_string(), e.into_inner().to_string()))?;
+    Ok(file
+        .rules
+        .into_iter()
+        .enumerate()
+        .map(|(index, value)| {
+            let id = RuleId {
+                index,
+                name: value
+                    .get("name")
+                    .and_then(|n| n.as_str())
+                    .map(str::to_owned),
+            };
+            match serde_path_to_error::deserialize(value) {
+                Ok(rule) => Ok((id, rule)),
+                Err(e) => Err(Error::new(
+                    Some(id),
+                    e.path().to_string(),
+                    e.into_inner().to_string(),
+                )),
+            }
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::test_support::{errors, file, RULE};
+
+    #[test]
+    fn unknown_keys_and_bad_yaml_are_refused() {
+        let found = errors(&file(&[&format!("{RULE}\nsummary: oops")]));
+        assert!(
+            found[0].starts_with(
+                r#"rules[0] "api-latency": summary: unknown field `summary`, expected one of"#
+            ),
+            "{found:?}"
+        );
+        let found = errors(&file(&[&format!(
+            "{RULE}\nschedules:\n  - days: [sat]\n    treshold: 1"
+        )]));
+        assert!(
+            found[0].starts_with(
+                r#"rules[0] "api-latency": schedules[0].treshold: unknown field `treshold`"#
+            ),
+            "{found:?}"
+        );
+        let found = errors(&(file(&[RULE]) + "silences: []\n"));
+        assert!(
+            found[0].starts_with("silences: unknown field `silences`"),
+            "{found:?}"
+        );
+        let found = errors("rules: [\nreceivers: []\n");
+        assert!(found[0].contains("at line 3 column 1"), "{found:?}");
+        // The rest of the contract is accepted as it is.
+        let full = file(&[RULE]) + "inhibit: [{source: a}]\nprotected_windows: []\n";
+        assert!(crate::parse(&full.replace("receivers: []", "receivers: [{name: ops}]")).is_ok());
+    }
+}
