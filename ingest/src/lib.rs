@@ -6,6 +6,8 @@ pub mod cardinality;
 pub mod parse;
 pub mod producer;
 pub mod telemetry;
+#[cfg(feature = "test-support")]
+pub mod test_support;
 
 use std::sync::Arc;
 use std::time::Duration;

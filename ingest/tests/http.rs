@@ -14,7 +14,7 @@ use axum::Router;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 use serde_json::{json, Value};
-use tidemark_ingest::{Batcher, BatcherConfig, Cardinality, IngestState, ProducerHandle};
+use tidemark_ingest::{Cardinality, IngestState};
 use tidemark_runtime::auth::{create_key, KeyStore, Role};
 use tidemark_runtime::http::{self, Ops};
 use tower::ServiceExt;
@@ -52,26 +52,8 @@ struct Harness {
 }
 
 async fn harness(inflight: usize) -> Harness {
-    let mock = MockCluster::new(1).unwrap();
-    mock.create_topic(TOPIC, 1, 1).unwrap();
     let ack_timeout = Duration::from_secs(5);
-    let producer = Arc::new(
-        ProducerHandle::new(tidemark_runtime::kafka::producer_config(
-            &mock.bootstrap_servers(),
-            ack_timeout,
-        ))
-        .unwrap(),
-    );
-    let (batcher, _tasks) = Batcher::start(
-        producer,
-        BatcherConfig {
-            topic: TOPIC.into(),
-            partitions: 1,
-            linger: Duration::from_millis(5),
-            ack_timeout,
-            backpressure: None,
-        },
-    );
+    let (mock, batcher) = tidemark_ingest::test_support::mock_batcher(TOPIC, 1, ack_timeout, None);
     let pool = tidemark_store::db::fresh_test_database().await.1;
     let key = create_key(&pool, Role::Admin, "admin").await.unwrap();
     let keys = Arc::new(KeyStore::new(pool.clone()));
@@ -154,33 +136,11 @@ fn request(method: Method, uri: &str, key: &str, body: Vec<u8>) -> Request<Body>
         .unwrap()
 }
 
-/// SPEC's error body with `code`, and the headers every answer carries.
+/// SPEC's error body with `code` and the status.
 fn assert_spec_error(what: &str, answer: &Answer, status: StatusCode, code: &str) {
     let body = answer.json();
     assert_eq!(answer.status, status, "{what}: {body}");
-    assert_eq!(body["error"]["code"], code, "{what}: {body}");
-    let message = body["error"]["message"].as_str().unwrap_or_default();
-    assert!(
-        !message.is_empty() && message.len() < 400,
-        "{what}: {message}"
-    );
-    for (name, value) in [
-        ("x-content-type-options", "nosniff"),
-        ("x-frame-options", "DENY"),
-        ("referrer-policy", "no-referrer"),
-        ("cache-control", "no-store"),
-        ("content-type", "application/json"),
-    ] {
-        assert_eq!(
-            answer.headers.get(name).map(|v| v.to_str().unwrap()),
-            Some(value),
-            "{what}: {name}"
-        );
-    }
-    assert!(
-        answer.headers.contains_key("x-request-id"),
-        "{what}: no x-request-id"
-    );
+    tidemark_runtime::test_support::assert_spec_error(what, &answer.headers, &body, code);
 }
 
 fn sample(i: usize) -> Value {

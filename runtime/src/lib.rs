@@ -10,5 +10,7 @@ pub mod http;
 pub mod kafka;
 pub mod serve;
 pub mod telemetry;
+#[cfg(feature = "test-support")]
+pub mod test_support;
 
 pub use config::Config;

@@ -16,6 +16,7 @@ use tidemark_runtime::auth::{create_key, KeyStore, Role};
 use tidemark_runtime::http::{
     ops_router, require_role, with_common_layers, ApiError, Ops, RequireRole, REQUEST_ID,
 };
+use tidemark_runtime::test_support::assert_spec_error;
 
 /// The status, headers and body of `request` answered by `router`.
 async fn answer(
@@ -38,33 +39,6 @@ fn get_request(uri: &str) -> axum::http::Request<axum::body::Body> {
     axum::http::Request::get(uri)
         .body(axum::body::Body::empty())
         .unwrap()
-}
-
-/// The SPEC error body with `code`, and the headers every answer carries.
-fn assert_error_answer(
-    what: &str,
-    headers: &axum::http::HeaderMap,
-    body: &serde_json::Value,
-    code: &str,
-) {
-    assert_eq!(body["error"]["code"], code, "{what}: {body}");
-    let message = body["error"]["message"].as_str().unwrap_or_default();
-    assert!(!message.is_empty(), "{what}: {body}");
-    assert!(
-        message.chars().count() <= 300,
-        "{what}: message of {} characters",
-        message.chars().count()
-    );
-    for (name, value) in [
-        ("x-content-type-options", "nosniff"),
-        ("x-frame-options", "DENY"),
-        ("referrer-policy", "no-referrer"),
-        ("cache-control", "no-store"),
-        ("content-type", "application/json"),
-    ] {
-        assert_eq!(headers.get(name).unwrap(), value, "{what}: {name}");
-    }
-    assert!(headers.contains_key(REQUEST_ID), "{what}: no request id");
 }
 
 #[tokio::test]
@@ -92,7 +66,7 @@ async fn metrics_token_is_checked_whatever_the_scheme_case() {
     for auth in ["Bearer s3cre", "Bearer s3cret2", "Basic s3cret"] {
         let (status, headers, body) = answer(&router, request(auth)).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{auth}");
-        assert_error_answer(auth, &headers, &body, "unauthorized");
+        assert_spec_error(auth, &headers, &body, "unauthorized");
     }
 }
 
@@ -201,7 +175,7 @@ async fn every_error_answer_has_the_spec_body() {
     for (what, request, status, code) in cases {
         let (got, headers, body) = answer(&router, request).await;
         assert_eq!(got, status, "{what}: {body}");
-        assert_error_answer(what, &headers, &body, code);
+        assert_spec_error(what, &headers, &body, code);
         if status == StatusCode::METHOD_NOT_ALLOWED {
             let allow = headers.get(header::ALLOW).expect("Allow kept");
             assert!(allow.to_str().unwrap().contains("GET"), "{allow:?}");
@@ -291,12 +265,12 @@ async fn too_many_unknown_keys_from_one_address_get_429() {
         let (status, headers, body) =
             answer(&router, from(format!("Bearer tm_bad{i}"), "192.0.2.1:2")).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
-        assert_error_answer("unknown key", &headers, &body, "unauthorized");
+        assert_spec_error("unknown key", &headers, &body, "unauthorized");
     }
     let (status, headers, body) =
         answer(&router, from("Bearer tm_bad".into(), "192.0.2.1:3")).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
-    assert_error_answer("limited", &headers, &body, "rate_limited");
+    assert_spec_error("limited", &headers, &body, "rate_limited");
     let retry: u64 = headers[header::RETRY_AFTER]
         .to_str()
         .unwrap()

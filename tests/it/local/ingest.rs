@@ -11,7 +11,7 @@ use axum::Router;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 use serde_json::{json, Value};
-use tidemark_ingest::{Batcher, BatcherConfig, Cardinality, IngestState, ProducerHandle};
+use tidemark_ingest::{Cardinality, IngestState};
 use tidemark_runtime::auth::{create_key, KeyStore, Role};
 use tidemark_runtime::backpressure::Backpressure;
 use tower::ServiceExt;
@@ -42,25 +42,8 @@ async fn harness_with(
     backpressure: Option<Arc<dyn Backpressure>>,
     inflight: usize,
 ) -> Harness {
-    let mock = MockCluster::new(1).unwrap();
-    mock.create_topic(TOPIC, 3, 1).unwrap();
-    let producer = Arc::new(
-        ProducerHandle::new(tidemark_runtime::kafka::producer_config(
-            &mock.bootstrap_servers(),
-            ack_timeout,
-        ))
-        .unwrap(),
-    );
-    let (batcher, _tasks) = Batcher::start(
-        producer,
-        BatcherConfig {
-            topic: TOPIC.into(),
-            partitions: 3,
-            linger: Duration::from_millis(5),
-            ack_timeout,
-            backpressure: backpressure.clone(),
-        },
-    );
+    let (mock, batcher) =
+        tidemark_ingest::test_support::mock_batcher(TOPIC, 3, ack_timeout, backpressure);
     let (_, pool) = fresh_database().await;
     let ingest_key = create_key(&pool, Role::Ingest, "ingest").await.unwrap();
     let read_key = create_key(&pool, Role::Read, "read").await.unwrap();
