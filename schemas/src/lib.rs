@@ -17,8 +17,13 @@
 //!
 //! This is the only crate of the workspace that depends on `apache-avro`.
 
+mod breach;
 mod codec;
 mod fingerprint;
+
+pub use breach::{
+    decode_breach, encode_breach, Breach, BreachState, Series, Severity, BREACHES_SCHEMA,
+};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::LazyLock;
