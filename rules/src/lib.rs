@@ -1,11 +1,14 @@
 //! Tidemark's alert rules without I/O (SPEC §6): the rules file ([`file`]), its
 //! validation into [`Rule`]s with errors naming the rule and field ([`validate`]), and the
-//! schedules that set a rule's threshold and severity at an instant ([`schedule`]).
-//! Evaluating rules against data and delivering alerts are not here yet.
+//! schedules that set a rule's threshold and severity at an instant ([`schedule`]), the
+//! evaluation of a rule over one series's window into alert transitions ([`eval`]), and
+//! the annotation templates ([`template`]). Delivering alerts is not here.
 
+pub mod eval;
 pub mod file;
 pub mod rule;
 pub mod schedule;
+pub mod template;
 pub mod validate;
 
 pub use rule::{Effect, Rule, Schedule};

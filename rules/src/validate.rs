@@ -8,7 +8,8 @@
 //! once. That last check is conservative: two overrides in the same time zone whose
 //! weekdays-and-hours and whose dates intersect are refused even when the combination
 //! never occurs on a real calendar. Overrides in different zones, and maintenance
-//! windows, are not compared: file order decides (see [`crate::schedule`]).
+//! windows, are not compared: file order decides (see [`crate::schedule`]). Annotation
+//! templates are checked by [`crate::template::check`].
 
 use std::collections::HashSet;
 use std::fmt;
@@ -21,6 +22,7 @@ use tidemark_model::time::parse_duration;
 
 use crate::file::{Day, DurationText, Op, RawRule, RawSchedule};
 use crate::rule::{Effect, MonthDay, Rule, Schedule};
+use crate::template;
 
 /// Which rule an error is about: its place in `rules` and, when it has one, its name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,6 +152,14 @@ fn rule(mut raw: RawRule, errors: &mut Errors<'_>) -> Option<Rule> {
     for name in raw.labels.keys() {
         if let Err(e) = label_name(name) {
             errors.push(format!("labels.{name}"), e);
+        }
+    }
+    for (field, text) in [
+        ("summary", &raw.annotations.summary),
+        ("runbook_url", &raw.annotations.runbook_url),
+    ] {
+        if let Some(Err(e)) = text.as_deref().map(template::check) {
+            errors.push(format!("annotations.{field}"), e);
         }
     }
     let schedules: Vec<Schedule> = std::mem::take(&mut raw.schedules)
