@@ -7,6 +7,8 @@ pub mod sample;
 pub mod secret;
 pub mod series;
 pub mod time;
+pub mod window;
 
 pub use bucket::Bucket;
 pub use sample::Sample;
+pub use window::RollingWindow;

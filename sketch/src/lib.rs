@@ -129,6 +129,20 @@ impl Sketch {
             .map(|(value, _)| value)
     }
 
+    /// Bytes the sketch holds on the heap: the capacity of its bin stores, 8 bytes a
+    /// bin from the smallest to the largest of each sign (at most [`MAX_BINS`] a sign).
+    /// With `size_of::<Sketch>()` this is the memory the sketch takes.
+    pub fn heap_bytes(&self) -> usize {
+        self.positive.heap_bytes() + self.negative.heap_bytes()
+    }
+
+    /// Gives back the spare capacity of the bin stores (for a sketch kept long after it
+    /// stops growing); the contents are unchanged.
+    pub fn shrink_to_fit(&mut self) {
+        self.positive.shrink_to_fit();
+        self.negative.shrink_to_fit();
+    }
+
     /// Encodes the sketch compactly; see [`Sketch::from_bytes`].
     pub fn to_bytes(&self) -> Vec<u8> {
         encoding::encode(self)

@@ -82,6 +82,16 @@ impl Store {
         self.counts.iter().fold(0, |sum, &c| sum.saturating_add(c))
     }
 
+    /// Bytes of counts held on the heap (capacity, not length).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.counts.capacity() * std::mem::size_of::<u64>()
+    }
+
+    /// Gives back spare capacity.
+    pub(crate) fn shrink_to_fit(&mut self) {
+        self.counts.shrink_to_fit();
+    }
+
     /// Highest bin index; only meaningful when non-empty.
     fn max_index(&self) -> i32 {
         self.offset + self.counts.len() as i32 - 1
