@@ -41,7 +41,7 @@ enum Command {
     Ingest,
     /// Kafka → hourly buckets in Postgres and Redis.
     Aggregator,
-    /// Breaches → alerts → notifications (ops endpoints only so far).
+    /// Breaches → alerts in Postgres → the on-call feed topic (receivers not built yet).
     Alerter,
     /// Read API, `/metrics` and health views.
     Api,
@@ -83,6 +83,14 @@ enum RulesCommand {
         /// The rules file (YAML).
         file: PathBuf,
     },
+    /// Runs unit tests of alert rules: samples at given instants in a time zone, and the
+    /// alerts and schedules expected then. Prints `ok` or the differences per test; exits
+    /// 1 when a test fails, 2 when a file cannot be read or is invalid.
+    Test {
+        /// Test files (YAML), each naming its rules files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -119,6 +127,11 @@ enum KeysCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Rules files are checked and tested on their own: no configuration, no runtime.
+    let command = match cli.command {
+        Command::Rules { command } => return rules::run(command),
+        command => command,
+    };
     let config = match Config::load(Some(&cli.config)) {
         Ok(c) => c,
         Err(e) => {
@@ -131,7 +144,7 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    match runtime.block_on(run(cli.command, config)) {
+    match runtime.block_on(run(command, config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -171,9 +184,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Aggregator => Role::Aggregator,
         Command::Alerter => Role::Alerter,
         Command::Api => Role::Api,
-        Command::Rules {
-            command: RulesCommand::Check { file },
-        } => return rules::check(&file),
+        Command::Rules { .. } => unreachable!("handled before the runtime starts"),
     };
     let brokers = config.require_brokers()?.to_owned();
     let shared = Shared::connect(&config, &brokers, false).await?;

@@ -21,6 +21,15 @@ pub fn format_instant(ms: i64) -> String {
         .unwrap_or_else(|| ms.to_string())
 }
 
+/// The units of a duration, largest first, with their milliseconds.
+const DURATION_UNITS: [(&str, u64); 5] = [
+    ("d", 86_400_000),
+    ("h", 3_600_000),
+    ("m", 60_000),
+    ("s", 1_000),
+    ("ms", 1),
+];
+
 /// Parses `<integer><unit>` with unit `ms`, `s`, `m`, `h` or `d`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -31,17 +40,27 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let n: u64 = digits
         .parse()
         .map_err(|_| "expected a whole number followed by ms, s, m, h or d".to_owned())?;
-    let ms_per_unit = match unit {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        other => return Err(format!("unknown unit {other:?}: use ms, s, m, h or d")),
-    };
-    n.checked_mul(ms_per_unit)
+    let (_, ms_per_unit) = DURATION_UNITS
+        .iter()
+        .find(|(name, _)| *name == unit)
+        .ok_or_else(|| format!("unknown unit {unit:?}: use ms, s, m, h or d"))?;
+    n.checked_mul(*ms_per_unit)
         .map(Duration::from_millis)
         .ok_or_else(|| "duration too large".to_owned())
+}
+
+/// A duration as [`parse_duration`] reads it, in the largest unit that measures it
+/// exactly (`300s` is `5m`, `90s` stays `90s`); zero is `0s`. Whole milliseconds only.
+pub fn format_duration(d: Duration) -> String {
+    let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    if ms == 0 {
+        return "0s".to_owned();
+    }
+    let (unit, per) = DURATION_UNITS
+        .iter()
+        .find(|(_, per)| ms % per == 0)
+        .expect("every duration is whole milliseconds");
+    format!("{}{unit}", ms / per)
 }
 
 #[cfg(test)]
@@ -53,6 +72,24 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
         assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(604_800)));
+    }
+
+    #[test]
+    fn formats_in_the_largest_exact_unit_and_reads_back() {
+        for (ms, text) in [
+            (0, "0s"),
+            (1, "1ms"),
+            (1_500, "1500ms"),
+            (90_000, "90s"),
+            (300_000, "5m"),
+            (5_400_000, "90m"),
+            (7_200_000, "2h"),
+            (604_800_000, "7d"),
+        ] {
+            let d = Duration::from_millis(ms);
+            assert_eq!(format_duration(d), text);
+            assert_eq!(parse_duration(text), Ok(d));
+        }
     }
 
     #[test]

@@ -83,6 +83,17 @@ impl RollingWindow {
         }
     }
 
+    /// How far back the window keeps sub-windows.
+    pub fn span(&self) -> Duration {
+        Duration::from_millis(self.span_ms.max(0) as u64)
+    }
+
+    /// Keeps at least `span` from now on (rounded up as in [`Self::new`]); a longer span
+    /// holds only what is still here, a shorter one forgets at the next `add` or `prune`.
+    pub fn set_span(&mut self, span: Duration) {
+        self.span_ms = Self::new(span, Duration::from_millis(self.sub_ms as u64)).span_ms;
+    }
+
     /// Adds a sample by its event time `ts_ms`, and forgets the sub-windows that ended
     /// by `now_ms − span`. A sample whose own sub-window ended by then is dropped and the
     /// call returns false (it is in the hourly buckets anyway). A sample that adds

@@ -190,6 +190,25 @@ pub fn evaluate(
     })
 }
 
+/// When any of `rules` must next be evaluated after `after` ([`next_evaluation`] of each);
+/// `after + interval` when there are none.
+pub fn next_evaluation_of(
+    rules: &[Rule],
+    after: DateTime<Utc>,
+    interval: Duration,
+) -> DateTime<Utc> {
+    rules
+        .iter()
+        .map(|r| next_evaluation(r, after, interval))
+        .min()
+        .unwrap_or_else(|| {
+            chrono::TimeDelta::from_std(interval)
+                .ok()
+                .and_then(|d| after.checked_add_signed(d))
+                .unwrap_or(DateTime::<Utc>::MAX_UTC)
+        })
+}
+
 /// When `rule` must next be evaluated after `after`: `after + interval`, or the next
 /// change of what is in force if that comes first.
 pub fn next_evaluation(rule: &Rule, after: DateTime<Utc>, interval: Duration) -> DateTime<Utc> {

@@ -1,23 +1,35 @@
 //! The rules file as YAML writes it (SPEC §6): the shapes serde reads, before any check
-//! of meaning. Unknown keys are refused everywhere. Each rule is read on its own, so one
-//! malformed rule does not hide the errors of the others.
+//! of meaning. Unknown keys are refused everywhere. Each rule and each inhibit rule is
+//! read on its own, so one malformed entry does not hide the errors of the others.
 
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::validate::{Error, RuleId};
+use crate::validate::{Error, Place, RuleId};
 
-/// The whole file. `receivers`, `routes`, `inhibit` and `protected_windows` belong to
-/// alert delivery, which this crate does not do yet: they are accepted as they are.
+/// The whole file. `receivers`, `routes` and `protected_windows` belong to alert
+/// delivery, which this crate does not do yet: they are accepted as they are.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawFile {
     pub rules: Vec<serde_yaml::Value>,
     pub receivers: Vec<serde_yaml::Value>,
     pub routes: Vec<serde_yaml::Value>,
-    pub inhibit: Option<serde_yaml::Value>,
+    #[serde(default)]
+    pub inhibit: Vec<serde_yaml::Value>,
     pub protected_windows: Option<serde_yaml::Value>,
+}
+
+/// One inhibit rule as written (see [`crate::inhibit`]): labels equal to values on each
+/// side, and the labels both sides must share.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawInhibit {
+    pub source_match: BTreeMap<String, String>,
+    pub target_match: BTreeMap<String, String>,
+    #[serde(default)]
+    pub equal: Vec<String>,
 }
 
 /// One rule as written; [`crate::validate`] turns it into a [`crate::Rule`].
@@ -178,14 +190,22 @@ impl Severity {
 /// One rule as serde read it, or why it could not.
 pub type ReadRule = Result<(RuleId, RawRule), Error>;
 
-/// Reads the file into its rules, each still raw or with the error that kept serde from
-/// reading it. A YAML syntax error, or a top-level key that is not in the contract, fails
-/// the whole file.
-pub fn read(text: &str) -> Result<Vec<ReadRule>, Error> {
+/// One inhibit rule, with its index in `inhibit`, as serde read it, or why it could not.
+pub type ReadInhibit = Result<(usize, RawInhibit), Error>;
+
+/// The entries of a file, each still raw or with the error that kept serde from reading it.
+pub struct ReadFile {
+    pub rules: Vec<ReadRule>,
+    pub inhibit: Vec<ReadInhibit>,
+}
+
+/// Reads the file into its entries. A YAML syntax error, or a top-level key that is not
+/// in the contract, fails the whole file.
+pub fn read(text: &str) -> Result<ReadFile, Error> {
     let document: serde_yaml::Value = serde_yaml::from_str(text).map_err(Error::file)?;
     let file: RawFile = serde_path_to_error::deserialize(document)
         .map_err(|e| Error::new(None, e.path().to_string(), e.into_inner().to_string()))?;
-    Ok(file
+    let rules = file
         .rules
         .into_iter()
         .enumerate()
@@ -197,16 +217,30 @@ pub fn read(text: &str) -> Result<Vec<ReadRule>, Error> {
                     .and_then(|n| n.as_str())
                     .map(str::to_owned),
             };
-            match serde_path_to_error::deserialize(value) {
-                Ok(rule) => Ok((id, rule)),
-                Err(e) => Err(Error::new(
-                    Some(id),
-                    e.path().to_string(),
-                    e.into_inner().to_string(),
-                )),
-            }
+            entry(Place::Rule(id.clone()), value).map(|rule| (id, rule))
         })
-        .collect())
+        .collect();
+    let inhibit = file
+        .inhibit
+        .into_iter()
+        .enumerate()
+        .map(|(index, value)| entry(Place::Inhibit(index), value).map(|rule| (index, rule)))
+        .collect();
+    Ok(ReadFile { rules, inhibit })
+}
+
+/// One entry of a list, read on its own; an error names its place and the field.
+fn entry<T: serde::de::DeserializeOwned>(
+    place: Place,
+    value: serde_yaml::Value,
+) -> Result<T, Error> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        Error::new(
+            Some(place),
+            e.path().to_string(),
+            e.into_inner().to_string(),
+        )
+    })
 }
 
 #[cfg(test)]
@@ -238,8 +272,13 @@ mod tests {
         );
         let found = errors("rules: [\nreceivers: []\n");
         assert!(found[0].contains("at line 3 column 1"), "{found:?}");
+        let found = errors(&(file(&[RULE]) + "inhibit:\n  - source: a\n"));
+        assert!(
+            found[0].starts_with("inhibit[0]: source: unknown field `source`, expected one of"),
+            "{found:?}"
+        );
         // The rest of the contract is accepted as it is.
-        let full = file(&[RULE]) + "inhibit: [{source: a}]\nprotected_windows: []\n";
+        let full = file(&[RULE]) + "protected_windows: []\n";
         assert!(crate::parse(&full.replace("receivers: []", "receivers: [{name: ops}]")).is_ok());
     }
 }

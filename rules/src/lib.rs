@@ -1,34 +1,65 @@
 //! Tidemark's alert rules without I/O (SPEC §6): the rules file ([`file`]), its
 //! validation into [`Rule`]s with errors naming the rule and field ([`validate`]), and the
 //! schedules that set a rule's threshold and severity at an instant ([`schedule`]), the
-//! evaluation of a rule over one series's window into alert transitions ([`eval`]), and
-//! the annotation templates ([`template`]). Delivering alerts is not here.
+//! evaluation of a rule over one series's window into alert transitions ([`eval`]), the
+//! annotation templates ([`template`]), the inhibit rules ([`inhibit`]), the series a partition's rules watch with their
+//! windows ([`watch`]) and the breach that announces a transition ([`breach`]), and unit
+//! tests of rules over samples at given instants ([`rules_test`]). Publishing breaches and
+//! delivering alerts are not here.
 
+pub mod breach;
 pub mod eval;
 pub mod file;
+pub mod inhibit;
+pub mod labels;
 pub mod rule;
+pub mod rules_test;
 pub mod schedule;
+pub mod silence;
 pub mod template;
 pub mod validate;
+pub mod watch;
 
+pub use inhibit::InhibitRule;
 pub use rule::{Effect, Rule, Schedule};
 pub use schedule::InForce;
 pub use validate::Error;
 
-/// Reads and validates a rules file: every rule, or every error found, in file order.
-pub fn parse(text: &str) -> Result<Vec<Rule>, Vec<Error>> {
+/// What a valid rules file holds that this crate interprets.
+#[derive(Debug, Clone, Default)]
+pub struct RulesFile {
+    pub rules: Vec<Rule>,
+    /// The file's explicit inhibit rules; [`inhibit::BUILT_IN`] apply besides them.
+    pub inhibit: Vec<InhibitRule>,
+}
+
+/// Reads and validates a rules file: its rules and inhibit rules, or every error found,
+/// in file order.
+pub fn parse_file(text: &str) -> Result<RulesFile, Vec<Error>> {
     let mut errors = Vec::new();
     let raw = file::read(text).map_err(|e| vec![e])?;
-    let readable = raw
-        .into_iter()
-        .filter_map(|rule| rule.map_err(|e| errors.push(e)).ok())
-        .collect();
-    let rules = validate::rules(readable, &mut errors);
+    let rules = readable(raw.rules, &mut errors);
+    let rules = validate::rules(rules, &mut errors);
+    let inhibit = readable(raw.inhibit, &mut errors);
+    let inhibit = validate::inhibit(inhibit, &mut errors);
     if errors.is_empty() {
-        Ok(rules)
+        Ok(RulesFile { rules, inhibit })
     } else {
         Err(errors)
     }
+}
+
+/// The entries serde could read, after recording why the others could not.
+fn readable<T>(entries: Vec<Result<T, Error>>, errors: &mut Vec<Error>) -> Vec<T> {
+    entries
+        .into_iter()
+        .filter_map(|entry| entry.map_err(|e| errors.push(e)).ok())
+        .collect()
+}
+
+/// Reads and validates a rules file: every rule, or every error found, in file order.
+pub fn parse(text: &str) -> Result<Vec<Rule>, Vec<Error>> {
+    parse_file(text).map(|file| file.rules)
 }
 
 #[cfg(test)]

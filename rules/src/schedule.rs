@@ -162,7 +162,7 @@ impl Schedule {
 /// The instant of a local time: the first one after the gap when a DST change skips it,
 /// the first of the two when it occurs twice. Zones change offset on whole minutes, so
 /// stepping a minute at a time finds the end of a gap exactly.
-fn instant(timezone: Tz, mut local: NaiveDateTime) -> DateTime<Utc> {
+pub(crate) fn instant(timezone: Tz, mut local: NaiveDateTime) -> DateTime<Utc> {
     loop {
         if let Some(t) = timezone.from_local_datetime(&local).earliest() {
             return t.with_timezone(&Utc);

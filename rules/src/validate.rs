@@ -1,6 +1,8 @@
 //! Turns raw rules into [`Rule`]s, or into every error found, each naming the rule (its
 //! place in the file and its name) and the field, e.g.
-//! `rules[2] "api-latency": window: missing unit: use ms, s, m, h or d, e.g. 5m`.
+//! `rules[2] "api-latency": window: missing unit: use ms, s, m, h or d, e.g. 5m`; and
+//! the inhibit rules into [`InhibitRule`]s, errors naming their place in `inhibit`, e.g.
+//! `inhibit[0]: equal[1]: label names must match [a-zA-Z_][a-zA-Z0-9_]*`.
 //!
 //! Besides each value's own form it checks what spans fields: a `resolve_threshold` on
 //! the non-firing side of its threshold (for a schedule, of the threshold in force with
@@ -20,7 +22,8 @@ use chrono_tz::Tz;
 use tidemark_model::sample::{check_metric, check_service, check_tag};
 use tidemark_model::time::parse_duration;
 
-use crate::file::{Day, DurationText, Op, RawRule, RawSchedule};
+use crate::file::{Day, DurationText, Op, RawInhibit, RawRule, RawSchedule, Severity};
+use crate::inhibit::InhibitRule;
 use crate::rule::{Effect, MonthDay, Rule, Schedule};
 use crate::template;
 
@@ -31,11 +34,19 @@ pub struct RuleId {
     pub name: Option<String>,
 }
 
+/// The entry of the file an error is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Place {
+    Rule(RuleId),
+    /// An inhibit rule, by its index in `inhibit`.
+    Inhibit(usize),
+}
+
 /// One thing wrong with a rules file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Error {
     /// `None` for the file as a whole (YAML syntax, top-level keys).
-    pub rule: Option<RuleId>,
+    pub place: Option<Place>,
     /// The field at fault, as a path such as `schedules[1].timezone`; empty when the
     /// message names the place itself.
     pub field: String,
@@ -44,13 +55,13 @@ pub struct Error {
 
 impl Error {
     pub(crate) fn new(
-        rule: Option<RuleId>,
+        place: Option<Place>,
         field: impl Into<String>,
         message: impl Into<String>,
     ) -> Self {
         let field = field.into();
         Self {
-            rule,
+            place,
             // serde_path_to_error writes the root as ".".
             field: if field == "." { String::new() } else { field },
             message: message.into(),
@@ -65,12 +76,16 @@ impl Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(rule) = &self.rule {
-            write!(f, "rules[{}]", rule.index)?;
-            if let Some(name) = &rule.name {
-                write!(f, " {name:?}")?;
+        match &self.place {
+            Some(Place::Rule(rule)) => {
+                write!(f, "rules[{}]", rule.index)?;
+                if let Some(name) = &rule.name {
+                    write!(f, " {name:?}")?;
+                }
+                f.write_str(": ")?;
             }
-            f.write_str(": ")?;
+            Some(Place::Inhibit(index)) => write!(f, "inhibit[{index}]: ")?,
+            None => {}
         }
         if !self.field.is_empty() {
             write!(f, "{}: ", self.field)?;
@@ -79,16 +94,16 @@ impl fmt::Display for Error {
     }
 }
 
-/// Collects the errors of one rule under its [`RuleId`].
+/// Collects the errors of one entry of the file under its [`Place`].
 struct Errors<'a> {
-    id: &'a RuleId,
+    place: Place,
     found: &'a mut Vec<Error>,
 }
 
 impl Errors<'_> {
     fn push(&mut self, field: impl Into<String>, message: impl Into<String>) {
         self.found
-            .push(Error::new(Some(self.id.clone()), field, message));
+            .push(Error::new(Some(self.place.clone()), field, message));
     }
 
     /// The value, or `None` after recording why it is not one.
@@ -102,7 +117,10 @@ pub fn rules(raw: Vec<(RuleId, RawRule)>, found: &mut Vec<Error>) -> Vec<Rule> {
     let mut seen = HashSet::new();
     let mut valid = Vec::with_capacity(raw.len());
     for (id, raw) in raw {
-        let mut errors = Errors { id: &id, found };
+        let mut errors = Errors {
+            place: Place::Rule(id),
+            found,
+        };
         if !raw.name.is_empty() && !seen.insert(raw.name.clone()) {
             errors.push("name", "another rule already has this name");
         }
@@ -300,6 +318,67 @@ fn overlaps(schedules: &[Schedule], errors: &mut Errors<'_>) {
             }
         }
     }
+}
+
+/// Validates every inhibit rule; all errors, in file order.
+pub fn inhibit(raw: Vec<(usize, RawInhibit)>, found: &mut Vec<Error>) -> Vec<InhibitRule> {
+    raw.into_iter()
+        .filter_map(|(index, raw)| {
+            let mut errors = Errors {
+                place: Place::Inhibit(index),
+                found: &mut *found,
+            };
+            inhibit_rule(raw, &mut errors)
+        })
+        .collect()
+}
+
+/// One inhibit rule, or `None` with its errors recorded. A match must name a label, or it
+/// would match every alert; an empty `equal` is allowed: the source then inhibits its
+/// targets wherever they are.
+fn inhibit_rule(raw: RawInhibit, errors: &mut Errors<'_>) -> Option<InhibitRule> {
+    let before = errors.found.len();
+    for (field, matches) in [
+        ("source_match", &raw.source_match),
+        ("target_match", &raw.target_match),
+    ] {
+        if matches.is_empty() {
+            errors.push(
+                field,
+                "must name at least one label: an empty match would match every alert",
+            );
+        }
+        for (name, value) in matches {
+            if let Err(e) = label_name(name).and_then(|()| match_value(name, value)) {
+                errors.push(format!("{field}.{name}"), e);
+            }
+        }
+    }
+    for (i, name) in raw.equal.iter().enumerate() {
+        if let Err(e) = label_name(name) {
+            errors.push(format!("equal[{i}]"), e);
+        }
+    }
+    (errors.found.len() == before).then_some(InhibitRule {
+        source_match: raw.source_match,
+        target_match: raw.target_match,
+        equal: raw.equal,
+    })
+}
+
+/// The value a match wants of a label: never empty, since only a label that is present
+/// matches, and for `severity` one that exists.
+fn match_value(name: &str, value: &str) -> Result<(), String> {
+    if value.is_empty() {
+        return Err("must not be empty: a match wants a label that is present".to_owned());
+    }
+    let severities = [Severity::Critical, Severity::Warning, Severity::Info].map(Severity::as_str);
+    if name == "severity" && !severities.contains(&value) {
+        return Err(format!(
+            "{value:?} is not a severity: use critical, warning or info"
+        ));
+    }
+    Ok(())
 }
 
 const MINUTES_PER_DAY: usize = 1440;
