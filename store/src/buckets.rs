@@ -135,16 +135,16 @@ pub async fn lock_offsets(
         .bind(topic)
         .fetch_all(&mut *tx.0)
         .await?;
-    Ok(rows
-        .iter()
-        .map(|r| {
-            let offset = StoredOffset {
-                next_offset: r.get(1),
-                cluster_id: r.get(2),
-            };
-            (r.get(0), offset)
-        })
-        .collect())
+    Ok(rows.iter().map(partition_offset).collect())
+}
+
+/// A `(partition, next_offset, cluster_id)` row.
+pub(crate) fn partition_offset(r: &sqlx::postgres::PgRow) -> (i32, StoredOffset) {
+    let offset = StoredOffset {
+        next_offset: r.get(1),
+        cluster_id: r.get(2),
+    };
+    (r.get(0), offset)
 }
 
 /// Compare-and-set of the partition's offset row, from the row as read (`read`:

@@ -4,6 +4,7 @@
 //! `TIDEMARK_TEST_REDIS_URL`. The flush's statements (`buckets`) and `quarantine` are tested
 //! through the aggregator, in the root `tests/it/local/fencing.rs` and `tests/it/broker/`.
 
+mod alerts;
 mod cardinality;
 mod hot;
 mod keys;

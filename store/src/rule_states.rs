@@ -1,0 +1,102 @@
+//! `rule_states`: where each (rule, series) of a partition stands in the aggregator's rule
+//! evaluation, kept as JSON documents the evaluator defines. This crate reads only their
+//! `phase` (`inactive`, `pending`, `firing`), to count a rule's series in each.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+
+/// One stored (rule, series) state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stored {
+    pub rule: String,
+    pub fingerprint: String,
+    pub series: serde_json::Value,
+    pub state: serde_json::Value,
+}
+
+/// The states of a partition's series.
+pub async fn load(pool: &PgPool, topic: &str, partition: i32) -> anyhow::Result<Vec<Stored>> {
+    let rows: Vec<(String, String, serde_json::Value, serde_json::Value)> = sqlx::query_as(
+        "SELECT rule, fingerprint, series, state FROM rule_states
+         WHERE topic = $1 AND partition = $2 ORDER BY fingerprint",
+    )
+    .bind(topic)
+    .bind(partition)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(rule, fingerprint, series, state)| Stored {
+            rule,
+            fingerprint,
+            series,
+            state,
+        })
+        .collect())
+}
+
+/// Writes the states of a partition's series, all or none.
+pub async fn save(
+    pool: &PgPool,
+    topic: &str,
+    partition: i32,
+    states: &[Stored],
+) -> anyhow::Result<()> {
+    let mut tx = pool.begin().await?;
+    for s in states {
+        sqlx::query(
+            "INSERT INTO rule_states (topic, partition, rule, fingerprint, series, state)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (topic, partition, fingerprint)
+             DO UPDATE SET state = EXCLUDED.state, updated_at = now()",
+        )
+        .bind(topic)
+        .bind(partition)
+        .bind(&s.rule)
+        .bind(&s.fingerprint)
+        .bind(&s.series)
+        .bind(&s.state)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// What the stored states of one rule's series say. A state is written only with a
+/// transition, so `last_transition_at` is when the latest of them was stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleSummary {
+    pub rule: String,
+    /// Series that have a stored state (they had a transition at some point).
+    pub series: i64,
+    pub pending: i64,
+    pub firing: i64,
+    pub last_transition_at: DateTime<Utc>,
+}
+
+/// Per rule, its series with a state among the partitions of samples topic `topic`.
+pub async fn summaries(pool: &PgPool, topic: &str) -> anyhow::Result<Vec<RuleSummary>> {
+    let rows: Vec<(String, i64, i64, i64, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT rule, count(*),
+                count(*) FILTER (WHERE state->>'phase' = 'pending'),
+                count(*) FILTER (WHERE state->>'phase' = 'firing'),
+                max(updated_at)
+         FROM rule_states WHERE topic = $1 GROUP BY rule ORDER BY rule",
+    )
+    .bind(topic)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(rule, series, pending, firing, last_transition_at)| RuleSummary {
+                rule,
+                series,
+                pending,
+                firing,
+                last_transition_at,
+            },
+        )
+        .collect())
+}
