@@ -7,12 +7,13 @@ use std::time::Duration;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use tidemark_aggregator::progress::{stalled, Progress};
 use tidemark_aggregator::{Aggregator, AggregatorDeps};
-use tidemark_alerter::Alerter;
+use tidemark_alerter::{Alerter, AlerterDeps};
 use tidemark_api::{Api, ApiDeps};
 use tidemark_ingest::{Ingest, IngestDeps};
 use tidemark_runtime::auth::KeyStore;
 use tidemark_runtime::backpressure::Backpressure;
 use tidemark_runtime::http::{Ops, ReadyCheck, ReadyDetail};
+use tidemark_runtime::rules::Rules;
 use tidemark_runtime::serve::ServeLimits;
 use tidemark_runtime::{kafka, telemetry, Config};
 use tidemark_store::db::{self, PgPool};
@@ -32,6 +33,8 @@ pub struct Shared {
     pub backpressure: Option<Arc<dyn Backpressure>>,
     /// Timeouts and the connection budget every listener of the process shares.
     pub limits: ServeLimits,
+    /// The alert rules in force (`TIDEMARK_RULES`), reloaded while the process runs.
+    pub rules: Rules,
     metadata_client: Arc<BaseConsumer>,
 }
 
@@ -42,6 +45,7 @@ impl Shared {
         brokers: &str,
         create_database: bool,
     ) -> anyhow::Result<Self> {
+        let rules = Rules::load(config.common.rules.as_deref())?;
         let pool = db::connect(
             &config.common.database_url,
             config.common.db_max_connections,
@@ -56,6 +60,7 @@ impl Shared {
             keys: Arc::new(KeyStore::new(pool.clone())),
             backpressure: None,
             limits: ServeLimits::from_settings(&config.serving),
+            rules,
             metadata_client: Arc::new(kafka::client_config(brokers).create()?),
             pool,
             redis,
@@ -171,6 +176,11 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     telemetry::describe_metrics(crate::vocabulary::all_metrics());
+    shared.rules.spawn_reloader(
+        shared.pool.clone(),
+        config.common.topics.prefix.clone(),
+        shutdown.clone(),
+    );
     let mut tasks: JoinSet<anyhow::Result<()>> = JoinSet::new();
     for role in roles {
         let token = shutdown.clone();
@@ -194,6 +204,7 @@ pub async fn run(
                     keys: shared.keys.clone(),
                     ops: shared.ops(config),
                     limits: shared.limits.clone(),
+                    rules: shared.rules.clone(),
                 };
                 let api = Api::build(config, deps).await?;
                 tasks.spawn(api.run(token));
@@ -204,6 +215,7 @@ pub async fn run(
                     pool: shared.pool.clone(),
                     redis: shared.redis.clone(),
                     backpressure: shared.backpressure.clone(),
+                    rules: shared.rules.clone(),
                 };
                 let aggregator = Aggregator::build(config, deps).await?;
                 let progress = aggregator.progress();
@@ -218,12 +230,16 @@ pub async fn run(
                     ));
                 }
             }
-            Role::Alerter if own_ops => {
-                let alerter =
-                    Alerter::build(config, shared.ops(config), shared.limits.clone()).await?;
+            Role::Alerter => {
+                let deps = AlerterDeps {
+                    brokers: shared.brokers.clone(),
+                    pool: shared.pool.clone(),
+                    ops: own_ops.then(|| shared.ops(config)),
+                    limits: shared.limits.clone(),
+                };
+                let alerter = Alerter::build(config, deps).await?;
                 tasks.spawn(alerter.run(token));
             }
-            Role::Alerter => {}
         }
     }
     let mut first_error = None;

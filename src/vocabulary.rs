@@ -10,6 +10,7 @@ pub fn all_metrics() -> impl Iterator<Item = &'static Metric> {
         tidemark_runtime::telemetry::serving::METRICS,
         tidemark_ingest::telemetry::METRICS,
         tidemark_aggregator::telemetry::METRICS,
+        tidemark_alerter::telemetry::METRICS,
         tidemark_api::telemetry::METRICS,
     ]
     .into_iter()

@@ -10,6 +10,7 @@
 //! fences off a stale owner. Where each partition is in that lifecycle (resuming,
 //! consuming, isolating a refused range, fenced) is the state machine in `partition`.
 
+pub mod alerting;
 pub mod hot;
 pub mod lease;
 pub mod partition;
@@ -23,16 +24,19 @@ pub mod telemetry;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tidemark_runtime::backoff::Backoff;
 use tidemark_runtime::backpressure::Backpressure;
+use tidemark_runtime::rules::{RuleSet, Rules};
 use tidemark_runtime::Config;
 use tidemark_store::db::PgPool;
 use tidemark_store::hot::HotKeys;
 use tokio_util::sync::CancellationToken;
 
+use crate::alerting::Alerting;
 use crate::hot::HotWriter;
 use crate::lease::{LeaseConfig, Owned};
 use crate::partition::{LeaseChange, Partitions};
@@ -59,6 +63,8 @@ pub struct AggregatorDeps {
     /// A bound on the broker's backlog (`standalone` sets its embedded broker's),
     /// released as samples commit.
     pub backpressure: Option<Arc<dyn Backpressure>>,
+    /// The alert rules to evaluate, reloaded while the aggregator runs.
+    pub rules: Rules,
 }
 
 pub struct Aggregator {
@@ -75,6 +81,10 @@ pub struct Aggregator {
     backpressure: Option<Arc<dyn Backpressure>>,
     lease: LeaseConfig,
     progress: Arc<Progress>,
+    /// Rule evaluation; `None` without a rules file.
+    alerting: Option<Alerting>,
+    /// Announces each reload of the rules.
+    rules: tokio::sync::watch::Receiver<Arc<RuleSet>>,
 }
 
 /// How long a fetch may wait for data. Apache Kafka answers a fetch as soon as it has
@@ -100,6 +110,14 @@ impl Aggregator {
             tidemark_runtime::kafka::cluster_id(&brokers, Duration::from_secs(10))
         })
         .await??;
+        let alerting = Alerting::new(
+            &deps.rules,
+            config.aggregator.eval_interval.0,
+            &config.common.topics.samples,
+            &config.common.topics.breaches,
+            &deps.brokers,
+            deps.pool.clone(),
+        )?;
         let hot = HotWriter::new(
             deps.redis,
             HotKeys::new(&config.common.topics.prefix),
@@ -126,6 +144,8 @@ impl Aggregator {
                 ttl: config.aggregator.lease_ttl.0,
             },
             progress: Arc::default(),
+            alerting,
+            rules: deps.rules.subscribe(),
         })
     }
 
@@ -143,6 +163,10 @@ impl Aggregator {
         let mut prune = tokio::time::interval(PRUNE_INTERVAL);
         let leases_stop = shutdown.child_token();
         let (mut owned, leases) = self.spawn_leases(leases_stop.clone());
+        let mut next_eval = self
+            .alerting
+            .as_ref()
+            .map(|a| a.next_evaluation(Utc::now()));
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -156,6 +180,19 @@ impl Aggregator {
                     self.export_idle();
                 }
                 _ = prune.tick() => self.prune_chunks().await,
+                Ok(()) = self.rules.changed() => {
+                    let set = self.rules.borrow_and_update().clone();
+                    if let Some(a) = &mut self.alerting {
+                        a.reload(&set, Utc::now());
+                        next_eval = Some(a.next_evaluation(Utc::now()));
+                    }
+                }
+                () = until(next_eval) => {
+                    if let Some(at) = next_eval {
+                        self.evaluate(at).await;
+                        next_eval = self.alerting.as_ref().map(|a| a.next_evaluation(at.max(Utc::now())));
+                    }
+                }
                 msg = consumer.recv() => match msg {
                     Ok(msg) => {
                         let partition = msg.partition();
@@ -249,6 +286,10 @@ impl Aggregator {
     /// consumer exactly the partitions held.
     async fn take_ownership(&mut self, owned: Owned) {
         let LeaseChange { lost, gained } = self.partitions.lease(owned);
+        if let Some(a) = &mut self.alerting {
+            let held = self.partitions.owned();
+            a.retain(|p| held.contains_key(&p));
+        }
         for p in &lost {
             idle_gauge(*p).set(0.0);
             telemetry::lease_lost(*p);
@@ -287,6 +328,14 @@ impl Aggregator {
         for partition in self.partitions.resuming() {
             match self.resume_point(partition).await {
                 Ok(st) => {
+                    if let Err(e) = self.watch(partition, st.next_offset).await {
+                        tracing::warn!(
+                            partition,
+                            error = format!("{e:#}"),
+                            "cannot load the partition's rule states yet; retrying"
+                        );
+                        continue;
+                    }
                     self.partitions.resumed(partition, st);
                     resumed = true;
                 }
@@ -318,7 +367,12 @@ impl Aggregator {
             .collect();
         let mut tpl = TopicPartitionList::new();
         for (p, next_offset) in partitions {
-            let from = next_offset - tidemark_runtime::kafka::MAX_BATCH_MESSAGES;
+            let first = self
+                .alerting
+                .as_ref()
+                .and_then(|a| a.rebuilding_from(p))
+                .map_or(next_offset, |f| f.min(next_offset));
+            let from = first - tidemark_runtime::kafka::MAX_BATCH_MESSAGES;
             match self.fetch_start(p, from) {
                 Ok(from) => {
                     let _ = tpl.add_partition_offset(&self.topic, p, Offset::Offset(from));
@@ -353,6 +407,7 @@ impl Aggregator {
             return Ok(()); // fetched before the partition was lost, fenced or unloaded
         };
         if offset < st.next_offset {
+            feed(&mut self.alerting, partition, offset, payload); // rebuilding windows
             return Ok(()); // already applied
         }
         if offset > st.next_offset {
@@ -376,6 +431,7 @@ impl Aggregator {
         ) {
             Ok(folded) => {
                 telemetry::SAMPLES_FOLDED.increment(folded as u64);
+                feed(&mut self.alerting, partition, offset, payload);
             }
             Err(panic) => {
                 tracing::error!(partition, offset, panic, "folding a message panicked; reading the partition again from its stored offset to set it aside");
@@ -509,6 +565,73 @@ impl Aggregator {
             st.next_offset = low;
         }
         Ok(from.max(low))
+    }
+
+    /// Starts watching a partition resumed at `resume_at` for its rules, unless it is
+    /// watched already: its stored rule states, and its windows fed from the offset of the
+    /// first message of the longest window (from `resume_at` when the broker cannot say).
+    async fn watch(&mut self, partition: i32, resume_at: i64) -> anyhow::Result<()> {
+        let Some(a) = &self.alerting else {
+            return Ok(());
+        };
+        if a.watches(partition) {
+            return Ok(());
+        }
+        let since = Utc::now() - a.span();
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(
+            &self.topic,
+            partition,
+            Offset::Offset(since.timestamp_millis()),
+        )?;
+        let from = match tokio::task::block_in_place(|| {
+            self.consumer.offsets_for_times(tpl, KAFKA_TIMEOUT)
+        }) {
+            Ok(found) => match found
+                .find_partition(&self.topic, partition)
+                .map(|e| e.offset())
+            {
+                Some(Offset::Offset(o)) => o.min(resume_at),
+                _ => resume_at, // nothing newer than `since`
+            },
+            Err(e) => {
+                tracing::warn!(partition, error = %e, "cannot find where the rule windows start; they fill from now on");
+                resume_at
+            }
+        };
+        let a = self.alerting.as_mut().expect("checked above");
+        a.gained(partition, from, resume_at).await
+    }
+
+    /// Evaluates the rules at `at`, except over partitions whose consumer lags.
+    async fn evaluate(&mut self, at: DateTime<Utc>) {
+        if self.alerting.is_none() {
+            return;
+        }
+        let positions: Vec<(i32, i64)> = self
+            .partitions
+            .loaded()
+            .map(|(p, st)| (p, st.next_offset))
+            .collect();
+        let unread: std::collections::HashSet<i32> = tokio::task::block_in_place(|| {
+            positions
+                .iter()
+                .filter(|(p, next)| {
+                    self.consumer
+                        .fetch_watermarks(&self.topic, *p, KAFKA_TIMEOUT)
+                        .is_ok_and(|(_, high)| high > *next)
+                })
+                .map(|(p, _)| *p)
+                .collect()
+        });
+        let now_ms = Utc::now().timestamp_millis();
+        let freeze = i64::try_from(alerting::LAG_FREEZE.as_millis()).unwrap_or(i64::MAX);
+        if let Some(a) = &mut self.alerting {
+            a.evaluate(at, |p, newest| {
+                unread.contains(&p) && now_ms - newest > freeze
+            })
+            .await;
+        }
     }
 
     /// Handles one message, retrying (the broker may be unreachable when the partition
@@ -674,6 +797,22 @@ enum Flush {
 
 /// An identity that survives a restart on the same host and address, so a restarted
 /// aggregator resumes its own leases at once.
+/// Feeds a consumed message to the rule windows, when there are rules and it is new to them.
+fn feed(alerting: &mut Option<Alerting>, partition: i32, offset: i64, payload: &[u8]) {
+    if let Some(a) = alerting.as_mut().filter(|a| a.wants(partition, offset)) {
+        let _ =
+            tidemark_schemas::with_sample_batch(payload, |batch| a.feed(partition, offset, batch));
+    }
+}
+
+/// Waits until `at`; forever when there is nothing to wait for.
+async fn until(at: Option<DateTime<Utc>>) {
+    match at {
+        Some(at) => tokio::time::sleep((at - Utc::now()).to_std().unwrap_or_default()).await,
+        None => std::future::pending().await,
+    }
+}
+
 fn default_instance_id(addr: std::net::SocketAddr) -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())

@@ -96,6 +96,37 @@ tidemark_runtime::define_metrics! {
         &[],
         "Times the Redis hot copy was refilled from Postgres.",
     );
+    pub const BREACHES_PUBLISHED: Counter = Counter::new(
+        "tidemark_aggregator_breaches_published_total",
+        &[],
+        "Rule transitions (pending, firing, escalated, resolved) the breaches topic acknowledged.",
+    );
+    pub const BREACH_ERRORS: Counter = Counter::new(
+        "tidemark_aggregator_breach_errors_total",
+        &[],
+        "Evaluations of a partition whose transitions the broker did not acknowledge; they are evaluated and sent again.",
+    );
+    pub const ALERTING_FROZEN: Gauge = Gauge::new(
+        "tidemark_aggregator_alerting_frozen_partitions",
+        &[],
+        "Owned partitions whose rules were not evaluated at the last evaluation: windows still being rebuilt, or the consumer lagging.",
+    );
+    pub const ALERTING_WINDOW_BYTES: Gauge = Gauge::new(
+        "tidemark_aggregator_alerting_window_bytes",
+        &[],
+        "Memory held by the rolling windows of the series rules watch.",
+    )
+    .unit(Unit::Bytes);
+}
+
+/// The transitions of a partition's evaluation were not published; they are sent again.
+pub fn breaches_not_published(partition: i32, error: &anyhow::Error) {
+    BREACH_ERRORS.increment(1);
+    tracing::warn!(
+        partition,
+        error = format!("{error:#}"),
+        "breaches not published; evaluating again at the next interval"
+    );
 }
 
 /// The Kafka consumer reported an error.

@@ -1,9 +1,14 @@
-//! The API role: per-service health views, hourly series, and `/metrics` with
-//! per-service health gauges for Grafana. It only reads; it never writes buckets.
+//! The API role: per-service health views, hourly series, alerts (listing and
+//! acknowledging), the alert rules (showing and reloading), and `/metrics` with
+//! per-service health gauges for Grafana. It never writes buckets; its only write is an
+//! acknowledgement.
 
+pub mod alerts;
 pub mod health;
 pub mod params;
+pub mod rules;
 pub mod series;
+pub mod silences;
 pub mod telemetry;
 
 use std::sync::Arc;
@@ -13,6 +18,7 @@ use axum::routing::get;
 use axum::{middleware, Router};
 use tidemark_runtime::auth::{KeyStore, Role};
 use tidemark_runtime::http::{self, Ops, RequireRole};
+use tidemark_runtime::rules::Rules;
 use tidemark_runtime::serve::{self, ServeLimits};
 use tidemark_runtime::Config;
 use tidemark_store::db::PgPool;
@@ -31,8 +37,10 @@ pub struct ApiState {
     pub overview: Arc<health::Overview>,
 }
 
-/// The read routes, behind the `read` role.
+/// The read routes, behind the `read` role, and the alert routes ([`alerts::router`]).
 pub fn router(state: ApiState, keys: Arc<KeyStore>) -> Router {
+    let alerts = alerts::router(state.clone(), keys.clone())
+        .merge(silences::router(state.clone(), keys.clone()));
     Router::new()
         .route("/v1/health", get(health::overall))
         .route("/v1/health/services", get(health::list_services))
@@ -46,6 +54,7 @@ pub fn router(state: ApiState, keys: Arc<KeyStore>) -> Router {
             },
             http::require_role,
         ))
+        .merge(alerts)
 }
 
 /// Connections the role needs, opened by the caller.
@@ -56,6 +65,9 @@ pub struct ApiDeps {
     pub ops: Ops,
     /// The process's serving limits, shared by its listeners.
     pub limits: ServeLimits,
+    /// The process's alert rules, which `GET /v1/rules` shows and the reload route
+    /// reloads.
+    pub rules: Rules,
 }
 
 pub struct Api {
@@ -74,8 +86,18 @@ impl Api {
             latency_metric: config.api.latency_metric.clone(),
             overview: Arc::new(health::Overview::default()),
         };
+        let rules = rules::router(
+            rules::RulesApi {
+                pool: state.pool.clone(),
+                rules: deps.rules,
+                topics: config.common.topics.clone(),
+            },
+            deps.keys.clone(),
+        );
         let router = http::with_common_layers(
-            router(state.clone(), deps.keys).merge(http::ops_router(deps.ops)),
+            router(state.clone(), deps.keys)
+                .merge(rules)
+                .merge(http::ops_router(deps.ops)),
             config.api.request_timeout,
         );
         let listener = serve::bind(config.api.addr, "the API").await?;

@@ -117,6 +117,8 @@ settings! {
             "Postgres pool size per process";
         "metrics_token" => metrics_token: Option<Secret> = None, "unset",
             "when set, `/metrics` needs `Authorization: Bearer <token>`";
+        "rules" => rules: Option<String> = None, "unset",
+            "alert rules file (YAML, SPEC §6; check it with `tidemark rules check FILE`): the aggregator evaluates its rules, the alerter turns their breaches into alerts, the API lists them; unset: no rules";
         "log" => log: String = Some("info"), "",
             "log filter, e.g. `info,tidemark_aggregator=debug`";
     }
@@ -161,10 +163,12 @@ settings! {
             "aggregator ops listener";
         "flush_interval" => flush_interval: Duration = Some("3s"), "",
             "how often the aggregator commits buckets and offsets (and updates the hot copy that health views read)";
-        "lease_ttl" => lease_ttl: LeaseTtl = Some("6s"), "",
+        "lease_ttl" => lease_ttl: AtLeastASecond = Some("6s"), "",
             "how long an aggregator's partition lease holds without renewal; a standby takes a killed owner's partitions within about this time plus a third of it";
         "instance_id" => instance_id: Option<String> = None, "host and aggregator address",
             "an aggregator's identity for partition leases; a restart with the same identity resumes its partitions at once";
+        "eval_interval" => eval_interval: AtLeastASecond = Some("10s"), "",
+            "how often the aggregator evaluates the alert rules over its rolling windows (and at every schedule boundary, where thresholds switch)";
         "idempotency_retention" => idempotency_retention: Duration = Some("24h"), "",
             "how long a retry with the same `Idempotency-Key` is recognised (the aggregator keeps the ids of applied chunks this long)";
     }
@@ -185,8 +189,6 @@ settings! {
     alerter: AlerterSettings {
         "alerter_addr" => addr: SocketAddr = Some(DEFAULT_ALERTER_ADDR), "",
             "alerter ops listener";
-        "rules" => rules: Option<String> = None, "unset",
-            "rules file (alerting is not built yet)";
     }
 }
 
@@ -283,11 +285,12 @@ impl FromSetting for Partitions {
     }
 }
 
-/// A lease of at least a second: shorter ones expire between two renewals on a busy host.
+/// A duration of at least a second: shorter leases expire between two renewals on a busy
+/// host, and shorter evaluation intervals spin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LeaseTtl(pub Duration);
+pub struct AtLeastASecond(pub Duration);
 
-impl FromSetting for LeaseTtl {
+impl FromSetting for AtLeastASecond {
     fn from_setting(raw: Option<&str>) -> Result<Self, String> {
         match Duration::from_setting(raw)? {
             d if d >= Duration::from_secs(1) => Ok(Self(d)),

@@ -59,6 +59,9 @@ pub enum ApiError {
     Forbidden,
     #[error("{0}")]
     NotFound(String),
+    /// The request conflicts with the server's state or configuration: `409`.
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
     #[error("{message}")]
     Unavailable {
         message: String,
@@ -249,6 +252,7 @@ impl ApiError {
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Self::Conflict { code, .. } => (StatusCode::CONFLICT, code),
             Self::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Self::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             Self::TooManySamples { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_many_samples"),

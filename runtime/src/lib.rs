@@ -8,6 +8,7 @@ pub mod backpressure;
 pub mod config;
 pub mod http;
 pub mod kafka;
+pub mod rules;
 pub mod serve;
 pub mod telemetry;
 #[cfg(feature = "test-support")]

@@ -11,11 +11,14 @@
 mod support;
 
 mod local {
+    pub(crate) mod alerts;
     mod api_limits;
     mod compose;
     mod fencing;
     mod ingest;
     mod rules;
+    mod rules_api;
+    mod silences;
     mod slowloris;
     mod standalone;
     mod startup;
@@ -23,7 +26,9 @@ mod local {
 }
 
 mod broker {
+    mod alerts;
     mod blackbox;
+    mod evaluation;
     mod gaps;
     mod idempotency;
     mod properties;

@@ -192,6 +192,7 @@ impl Pipeline {
             "ingest" | "standalone" => "TIDEMARK_INGEST_ADDR",
             "api" => "TIDEMARK_API_ADDR",
             "aggregator" => "TIDEMARK_AGGREGATOR_ADDR",
+            "alerter" => "TIDEMARK_ALERTER_ADDR",
             other => panic!("no address for {other}"),
         };
         let child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
@@ -234,11 +235,12 @@ fn log_file(dir: &std::path::Path, role: &str, addr: SocketAddr) -> std::fs::Fil
         .expect("log file")
 }
 
-/// Every batch on every partition of `topic`, read from the start to the end: until each
+/// Every message on every partition of `topic` (partition, offset, payload), read from
+/// the start to the end: until each
 /// partition reached its reported high watermark and nothing more arrived for 2 s (tansu
 /// 0.6.0 under-reports the high watermark when one produce request carried several
 /// records for a partition, so the watermark alone cannot say where the end is).
-pub fn read_topic(brokers: &str, topic: &str) -> Vec<(i32, SampleBatch)> {
+pub fn read_messages(brokers: &str, topic: &str) -> Vec<(i32, i64, Vec<u8>)> {
     let consumer: BaseConsumer = tidemark_runtime::kafka::client_config(brokers)
         .set("group.id", unique("reader"))
         .set("enable.auto.commit", "false")
@@ -273,8 +275,11 @@ pub fn read_topic(brokers: &str, topic: &str) -> Vec<(i32, SampleBatch)> {
         if let Some(msg) = consumer.poll(Duration::from_millis(200)) {
             let msg = msg.unwrap();
             last = Instant::now();
-            let batch = tidemark_schemas::decode_sample_batch(msg.payload().unwrap()).unwrap();
-            out.push((msg.partition(), batch));
+            out.push((
+                msg.partition(),
+                msg.offset(),
+                msg.payload().unwrap_or_default().to_vec(),
+            ));
             if remaining
                 .get(&msg.partition())
                 .is_some_and(|&high| msg.offset() + 1 >= high)
@@ -284,6 +289,14 @@ pub fn read_topic(brokers: &str, topic: &str) -> Vec<(i32, SampleBatch)> {
         }
     }
     out
+}
+
+/// Every batch on every partition of `topic`, read as [`read_messages`] does.
+pub fn read_topic(brokers: &str, topic: &str) -> Vec<(i32, SampleBatch)> {
+    read_messages(brokers, topic)
+        .into_iter()
+        .map(|(p, _, payload)| (p, tidemark_schemas::decode_sample_batch(&payload).unwrap()))
+        .collect()
 }
 
 /// Series key as the tests see it.

@@ -1,0 +1,263 @@
+//! Rule evaluation in the aggregator (SPEC §6): the series of its partitions that some
+//! rule watches keep rolling windows of 10 s sub-windows (`tidemark_rules::watch`); every
+//! evaluation interval, and at every schedule boundary, each rule is evaluated over each
+//! of its series by event time, and each transition goes to the breaches topic.
+//!
+//! Order of effects per evaluation: the transitions are produced (acks=all, idempotent)
+//! first, then the states that caused them are written to `rule_states`, then they are
+//! kept in memory. A failed produce keeps the old states, so the next evaluation produces
+//! the transition again; a crash between produce and write makes the next owner produce
+//! it again with the same `seq`, which the alerter drops.
+//!
+//! A partition gained loads its states from `rule_states` and feeds its windows from the
+//! offset whose messages are as old as the longest window (ListOffsets by timestamp),
+//! so windows are rebuilt from the log before its rules are evaluated again. A partition
+//! whose consumer lags (unconsumed messages, and the newest consumed produced more than
+//! [`LAG_FREEZE`] ago) is not evaluated: its alert states freeze rather than resolve on
+//! data that has not been read yet, and `tidemark_aggregator_alerting_frozen` says so.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use tidemark_model::series::series_id;
+use tidemark_rules::eval::{self, SeriesState};
+use tidemark_rules::Rule;
+use tidemark_runtime::rules::{RuleSet, Rules};
+use tidemark_schemas::{Breach, SampleBatchView, Series};
+use tidemark_store::db::PgPool;
+use tidemark_store::rule_states::{self, Stored};
+
+use crate::telemetry;
+use tidemark_rules::watch::{PartitionWatch, SUB_WINDOW};
+
+/// Sub-windows are kept this long past the longest window.
+const SUB_WINDOW_MS: i64 = SUB_WINDOW.as_millis() as i64;
+/// A partition lagging more than this is not evaluated.
+pub const LAG_FREEZE: Duration = Duration::from_secs(30);
+/// How long a breach may wait for the broker's acknowledgement.
+const PRODUCE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The longest window of any rule (a sub-window without rules).
+fn span_of(rules: &[Rule]) -> Duration {
+    rules
+        .iter()
+        .map(|r| r.window)
+        .max()
+        .unwrap_or(SUB_WINDOW)
+        .max(SUB_WINDOW)
+}
+
+/// The rules, the watched series of every partition held, and the breaches producer.
+pub struct Alerting {
+    rules: Arc<RuleSet>,
+    /// The longest window of any rule: how far back windows reach.
+    span: Duration,
+    interval: Duration,
+    /// The samples topic, whose partitions own the series.
+    samples_topic: String,
+    breaches_topic: String,
+    producer: FutureProducer,
+    pool: PgPool,
+    partitions: HashMap<i32, PartitionWatch>,
+    /// The newest `produced_at` consumed per partition, for the lag freeze.
+    newest: HashMap<i32, i64>,
+}
+
+impl Alerting {
+    /// `None` without a rules file: the aggregator then pays nothing per sample.
+    pub fn new(
+        rules: &Rules,
+        interval: Duration,
+        samples_topic: &str,
+        breaches_topic: &str,
+        brokers: &str,
+        pool: PgPool,
+    ) -> anyhow::Result<Option<Self>> {
+        if !rules.configured() {
+            return Ok(None);
+        }
+        let rules = rules.current();
+        let producer = tidemark_runtime::kafka::producer_config(brokers, PRODUCE_TIMEOUT)
+            .set("linger.ms", "0")
+            .create()?;
+        Ok(Some(Self {
+            span: span_of(&rules.rules),
+            rules,
+            interval,
+            samples_topic: samples_topic.to_owned(),
+            breaches_topic: breaches_topic.to_owned(),
+            producer,
+            pool,
+            partitions: HashMap::new(),
+            newest: HashMap::new(),
+        }))
+    }
+
+    /// Moves every watched series to the reloaded `set` (see `PartitionWatch::reload`).
+    pub fn reload(&mut self, set: &Arc<RuleSet>, at: DateTime<Utc>) {
+        for watch in self.partitions.values_mut() {
+            watch.reload(&self.rules.rules, &set.rules, at.timestamp_millis());
+        }
+        self.rules = set.clone();
+        self.span = span_of(&set.rules);
+    }
+
+    /// How far back a gained partition's windows reach, in event time.
+    pub fn span(&self) -> Duration {
+        self.span
+    }
+
+    /// Starts watching `partition`, whose buckets resume at `resume_at`, with its windows
+    /// fed from `from` (≤ `resume_at`), and its stored states. Fails when Postgres does.
+    pub async fn gained(
+        &mut self,
+        partition: i32,
+        from: i64,
+        resume_at: i64,
+    ) -> anyhow::Result<()> {
+        let stored = rule_states::load(&self.pool, &self.samples_topic, partition).await?;
+        let mut watch = PartitionWatch::new(from, resume_at);
+        for s in stored {
+            let Some(rule) = self.rules.rules.iter().position(|r| r.name == s.rule) else {
+                continue; // a rule no longer in the file
+            };
+            let (Ok(series), Ok(state)) = (
+                serde_json::from_value::<Series>(s.series),
+                serde_json::from_value::<SeriesState>(s.state),
+            ) else {
+                tracing::warn!(partition, fingerprint = %s.fingerprint, "unreadable stored rule state; starting that series afresh");
+                continue;
+            };
+            let id = series_id(&series.service, &series.metric, series.tags.iter());
+            watch.restore(&self.rules.rules, id, &series, rule, state);
+        }
+        self.partitions.insert(partition, watch);
+        Ok(())
+    }
+
+    pub fn watches(&self, partition: i32) -> bool {
+        self.partitions.contains_key(&partition)
+    }
+
+    /// Where a partition whose windows are being rebuilt must be fetched from.
+    pub fn rebuilding_from(&self, partition: i32) -> Option<i64> {
+        self.partitions
+            .get(&partition)
+            .filter(|w| !w.is_ready())
+            .map(|w| w.fed_next())
+    }
+
+    /// Stops watching the partitions not in `held`.
+    pub fn retain(&mut self, held: impl Fn(i32) -> bool) {
+        self.partitions.retain(|p, _| held(*p));
+        self.newest.retain(|p, _| held(*p));
+    }
+
+    /// Whether the message at `offset` of `partition` is still to be fed.
+    pub fn wants(&self, partition: i32, offset: i64) -> bool {
+        self.partitions
+            .get(&partition)
+            .is_some_and(|w| w.wants(offset))
+    }
+
+    /// Feeds a consumed message to the windows (idempotent by offset).
+    pub fn feed(&mut self, partition: i32, offset: i64, batch: &SampleBatchView<'_>) {
+        let Some(watch) = self.partitions.get_mut(&partition) else {
+            return;
+        };
+        let newest = self.newest.entry(partition).or_default();
+        *newest = (*newest).max(batch.produced_at);
+        watch.feed(
+            &self.rules.rules,
+            offset,
+            batch,
+            Utc::now().timestamp_millis(),
+        );
+    }
+
+    /// When the next evaluation is due after `after`.
+    pub fn next_evaluation(&self, after: DateTime<Utc>) -> DateTime<Utc> {
+        eval::next_evaluation_of(&self.rules.rules, after, self.interval)
+    }
+
+    /// Evaluates every rule over every watched series of the partitions that are ready
+    /// and not lagging (`lagging` says which lag), publishing the transitions.
+    pub async fn evaluate(&mut self, at: DateTime<Utc>, lagging: impl Fn(i32, i64) -> bool) {
+        let at_ms = at.timestamp_millis();
+        let mut frozen = 0;
+        let mut bytes = 0;
+        let mut outcomes = Vec::new();
+        for (&partition, watch) in &mut self.partitions {
+            bytes += watch.approx_bytes();
+            let newest = self.newest.get(&partition).copied().unwrap_or(0);
+            if !watch.is_ready() || lagging(partition, newest) {
+                frozen += 1;
+                continue;
+            }
+            let breaches = watch.evaluate(&self.rules.rules, at);
+            outcomes.push((partition, breaches));
+            watch.prune(
+                at_ms - i64::try_from(self.span.as_millis()).unwrap_or(i64::MAX) - SUB_WINDOW_MS,
+            );
+        }
+        telemetry::ALERTING_FROZEN.set(frozen as f64);
+        telemetry::ALERTING_WINDOW_BYTES.set(bytes as f64);
+        for (partition, breaches) in outcomes {
+            if breaches.is_empty() {
+                continue;
+            }
+            match self.publish(partition, &breaches).await {
+                Ok(()) => self.keep(partition, breaches),
+                Err(e) => telemetry::breaches_not_published(partition, &e),
+            }
+        }
+    }
+
+    /// Produces the breaches and records the states that caused them.
+    async fn publish(
+        &self,
+        partition: i32,
+        breaches: &[(Breach, SeriesState)],
+    ) -> anyhow::Result<()> {
+        let payloads = breaches
+            .iter()
+            .map(|(b, _)| tidemark_schemas::encode_breach(b))
+            .collect::<Result<Vec<_>, _>>()?;
+        let pending = breaches.iter().zip(&payloads).map(|((b, _), payload)| {
+            let record = FutureRecord::to(&self.breaches_topic)
+                .key(b.fingerprint.as_bytes())
+                .payload(payload);
+            self.producer.send(record, PRODUCE_TIMEOUT)
+        });
+        for delivery in futures::future::join_all(pending).await {
+            delivery.map_err(|(e, _)| anyhow::anyhow!("breach not acknowledged: {e}"))?;
+        }
+        let stored: Vec<Stored> = breaches
+            .iter()
+            .map(|(b, state)| Stored {
+                rule: b.rule.clone(),
+                fingerprint: b.fingerprint.clone(),
+                series: serde_json::to_value(&b.series).expect("series serialises"),
+                state: serde_json::to_value(state).expect("state serialises"),
+            })
+            .collect();
+        telemetry::BREACHES_PUBLISHED.increment(breaches.len() as u64);
+        if let Err(e) = rule_states::save(&self.pool, &self.samples_topic, partition, &stored).await
+        {
+            // Published: the alerter has them. A restart before the next write produces
+            // them again with the same seq, which the alerter drops.
+            tracing::warn!(partition, error = %e, "rule states not stored; a restart would announce these transitions again");
+        }
+        Ok(())
+    }
+
+    /// Keeps the states of published transitions in memory.
+    fn keep(&mut self, partition: i32, breaches: Vec<(Breach, SeriesState)>) {
+        if let Some(watch) = self.partitions.get_mut(&partition) {
+            watch.keep(&self.rules.rules, breaches);
+        }
+    }
+}
