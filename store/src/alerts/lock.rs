@@ -35,8 +35,13 @@ impl AlerterLock {
         Ok(())
     }
 
-    /// Releases the lock, if held, by closing the connection.
-    pub async fn release(self) -> anyhow::Result<()> {
+    /// Releases the lock, if held, then closes the connection. Unlocking first makes
+    /// the lock free when this returns: the server ends a closed session's locks only
+    /// once its backend has noticed the close.
+    pub async fn release(mut self) -> anyhow::Result<()> {
+        sqlx::query("SELECT pg_advisory_unlock_all()")
+            .execute(&mut self.conn)
+            .await?;
         self.conn.close().await?;
         Ok(())
     }
