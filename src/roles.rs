@@ -236,6 +236,7 @@ pub async fn run(
                     pool: shared.pool.clone(),
                     ops: own_ops.then(|| shared.ops(config)),
                     limits: shared.limits.clone(),
+                    rules: shared.rules.clone(),
                 };
                 let alerter = Alerter::build(config, deps).await?;
                 tasks.spawn(alerter.run(token));

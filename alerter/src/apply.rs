@@ -1,12 +1,14 @@
 //! One message of the breaches topic, one Postgres transaction: the alert change, its
 //! transition and feed row, and the partition's next offset commit together
-//! (`tidemark_store::alerts::apply_breach`). A message that does not decode, or whose
+//! (`tidemark_store::alerts::apply_breach`, which marks the alert silenced and inhibited
+//! as it is then, by the inhibit rules in force). A message that does not decode, or whose
 //! data Postgres refuses, is logged and its offset passed in a transaction of its own,
 //! so it never halts the alerter. While Postgres is unavailable the transaction is
 //! retried with backoff, and nothing after the message is read.
 
 use std::time::Duration;
 
+use tidemark_rules::InhibitRule;
 use tidemark_runtime::backoff::Backoff;
 use tidemark_schemas::{decode_breach, Breach};
 use tidemark_store::alerts::{self, Applied, Position};
@@ -39,12 +41,14 @@ impl Outcome {
     }
 }
 
-/// Commits the message at `pos`, retrying while Postgres is unavailable; `None` when
-/// `shutdown` began first (nothing committed: it is read again after restart).
+/// Commits the message at `pos`, inhibiting by the built-in rules and `inhibit` (a rules
+/// file's), retrying while Postgres is unavailable; `None` when `shutdown` began first
+/// (nothing committed: it is read again after restart).
 pub async fn commit(
     pool: &PgPool,
     pos: &Position<'_>,
     payload: &[u8],
+    inhibit: &[InhibitRule],
     shutdown: &CancellationToken,
 ) -> Option<Outcome> {
     let mut breach = decode_breach(payload).map_err(|e| {
@@ -53,7 +57,7 @@ pub async fn commit(
     });
     let mut backoff = Backoff::new(Duration::from_millis(100), MAX_BACKOFF);
     loop {
-        match once(pool, pos, breach.as_ref().map_err(|why| *why)).await {
+        match once(pool, pos, breach.as_ref().map_err(|why| *why), inhibit).await {
             Ok(outcome) => return Some(outcome),
             Err(e) if e.is_data() && breach.is_ok() => {
                 telemetry::refused(pos, &e);
@@ -76,10 +80,11 @@ async fn once(
     pool: &PgPool,
     pos: &Position<'_>,
     breach: Result<&Breach, Outcome>,
+    inhibit: &[InhibitRule],
 ) -> Result<Outcome, FlushError> {
     let mut tx = Tx::begin(pool).await?;
     let outcome = match breach {
-        Ok(b) => Outcome::Applied(alerts::apply_breach(&mut tx, b, pos).await?),
+        Ok(b) => Outcome::Applied(alerts::apply_breach(&mut tx, b, pos, inhibit).await?),
         Err(why) if alerts::skip(&mut tx, pos).await? => why,
         Err(_) => Outcome::Applied(Applied::AlreadyApplied),
     };

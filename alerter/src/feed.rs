@@ -51,7 +51,9 @@
 //!     "acknowledged_at": null,
 //!     "acknowledged_by": null,
 //!     "seq": 3,
-//!     "updated_at": "2026-09-19T10:00:00.120Z"
+//!     "updated_at": "2026-09-19T10:00:00.120Z",
+//!     "silenced_by": [5],
+//!     "inhibited_by": []
 //!   }
 //! }
 //! ```
@@ -67,7 +69,11 @@
 //! - `alert`: the alert after the change, as `GET /v1/alerts/{id}` shows it (without its
 //!   transitions). A resolved alert keeps the severity, threshold, labels and
 //!   annotations it had while open; `value` is the last one evaluated. `fired_at` is null
-//!   for an alert that resolved while pending.
+//!   for an alert that resolved while pending. `silenced_by` lists the silences active
+//!   then that match it, `inhibited_by` the alerts firing then that inhibit it (by the
+//!   built-in rules and the rules file's, a pending alert too), by id; both are empty
+//!   for a resolved alert. They are as of the change: a silence or an inhibiting alert
+//!   that starts or ends later publishes nothing, so `GET /v1/alerts/{id}` is current.
 
 use std::time::Duration;
 

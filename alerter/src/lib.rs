@@ -9,7 +9,9 @@
 //! write ([`feed`]). On its own address (a process of its own) it serves `/metrics`,
 //! `/livez` and `/readyz`.
 //!
-//! Grouping, inhibition, silences and delivery to receivers are later slices.
+//! Each change's feed message says whether silences and inhibition (by the rules file
+//! in force, [`AlerterDeps::rules`]) suppress the alert; grouping and delivery to
+//! receivers are later slices.
 
 pub mod apply;
 pub mod breaches;
@@ -24,6 +26,7 @@ use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::Message;
 use tidemark_runtime::backoff::Backoff;
 use tidemark_runtime::http::{self, Ops};
+use tidemark_runtime::rules::Rules;
 use tidemark_runtime::serve::{self, ServeLimits};
 use tidemark_runtime::Config;
 use tidemark_store::alerts::lock::AlerterLock;
@@ -57,12 +60,15 @@ pub struct AlerterDeps {
     pub ops: Option<Ops>,
     /// The process's serving limits, shared by its listeners.
     pub limits: ServeLimits,
+    /// The process's alert rules, whose inhibit rules each applied breach is marked by.
+    pub rules: Rules,
 }
 
 pub struct Alerter {
     ops: Option<(tokio::net::TcpListener, Ops)>,
     limits: ServeLimits,
     pool: PgPool,
+    rules: Rules,
     brokers: String,
     alerts_topic: String,
     reader: Reader,
@@ -101,6 +107,7 @@ impl Alerter {
             ops,
             limits: deps.limits,
             pool: deps.pool,
+            rules: deps.rules,
             brokers: deps.brokers,
             alerts_topic: topics.alerts.clone(),
             reader: Reader::new(consumer, topics.breaches.clone(), cluster_id),
@@ -262,7 +269,9 @@ impl Alerter {
                     offset,
                     cluster_id: &self.reader.cluster_id,
                 };
-                let Some(outcome) = apply::commit(&self.pool, &pos, payload, shutdown).await else {
+                let rules = self.rules.current();
+                let outcome = apply::commit(&self.pool, &pos, payload, &rules.inhibit, shutdown);
+                let Some(outcome) = outcome.await else {
                     return false;
                 };
                 telemetry::BREACHES.with([outcome.label()]).increment(1);

@@ -2,7 +2,8 @@
 //! with its transitions, `GET /v1/alerts/stats` (per-rule counts and mean times to
 //! acknowledge and to resolve), behind the `read` role; `POST /v1/alerts/{id}/ack`
 //! behind `admin`. The bodies are the alert and transition shapes of the on-call feed
-//! (`tidemark_alerter::feed`).
+//! (`tidemark_alerter::feed`); an alert's `silenced_by` and `inhibited_by` are computed
+//! at the request, inhibiting by the built-in rules and those of the rules in force.
 
 use std::sync::Arc;
 
@@ -134,7 +135,7 @@ pub async fn list(
 ) -> Result<Json<Value>, ApiError> {
     let q = query(q)?;
     let filter = validate(&q)?;
-    let found = alerts::list(&state.pool, &filter).await?;
+    let found = alerts::list(&state.pool, &filter, &state.rules.current().inhibit).await?;
     let alerts: Vec<Value> = found.iter().map(alerts::Alert::to_json).collect();
     Ok(Json(json!({ "alerts": alerts })))
 }
@@ -177,7 +178,7 @@ pub async fn one(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = alert_id(&id)?;
-    let (alert, transitions) = alerts::get(&state.pool, id)
+    let (alert, transitions) = alerts::get(&state.pool, id, &state.rules.current().inhibit)
         .await?
         .ok_or_else(|| not_found(id))?;
     let mut body = alert.to_json();
@@ -216,7 +217,8 @@ pub async fn acknowledge(
         Some(by) => name("invalid_body", "by", by)?,
         None => DEFAULT_ACKNOWLEDGER,
     };
-    match alerts::acknowledge(&state.pool, id, by).await? {
+    let rules = state.rules.current();
+    match alerts::acknowledge(&state.pool, id, by, &rules.inhibit).await? {
         None => Err(not_found(id)),
         Some(Ack::Done(alert) | Ack::Already(alert)) => Ok(Json(alert.to_json())),
         Some(Ack::Resolved(_)) => Err(ApiError::Status {

@@ -35,6 +35,8 @@ pub struct ApiState {
     pub hot_keys: HotKeys,
     pub latency_metric: String,
     pub overview: Arc<health::Overview>,
+    /// The process's alert rules, whose inhibit rules the shown alerts are marked by.
+    pub rules: Rules,
 }
 
 /// The read routes, behind the `read` role, and the alert routes ([`alerts::router`]).
@@ -66,7 +68,7 @@ pub struct ApiDeps {
     /// The process's serving limits, shared by its listeners.
     pub limits: ServeLimits,
     /// The process's alert rules, which `GET /v1/rules` shows and the reload route
-    /// reloads.
+    /// reloads, and whose inhibit rules mark the alerts shown.
     pub rules: Rules,
 }
 
@@ -85,6 +87,7 @@ impl Api {
             hot_keys: HotKeys::new(&config.common.topics.prefix),
             latency_metric: config.api.latency_metric.clone(),
             overview: Arc::new(health::Overview::default()),
+            rules: deps.rules.clone(),
         };
         let rules = rules::router(
             rules::RulesApi {

@@ -196,7 +196,7 @@ pub fn to_json(s: &Silence, at_ms: i64) -> Value {
 
 /// The open alerts `matchers` match, as shown.
 async fn matching_alerts(state: &ApiState, matchers: &[Matcher]) -> Result<Value, ApiError> {
-    let open = alerts::open(&state.pool).await?;
+    let open = alerts::open(&state.pool, &state.rules.current().inhibit).await?;
     Ok(open
         .iter()
         .filter(|a| silence::matches_all(matchers, &a.match_labels()))

@@ -79,6 +79,7 @@ async fn harness(inflight: usize) -> Harness {
         hot_keys: tidemark_store::hot::HotKeys::new(&prefix),
         latency_metric: "http.server.duration".into(),
         overview: Arc::new(tidemark_api::health::Overview::default()),
+        rules: tidemark_runtime::rules::Rules::load(None).unwrap(),
     };
     let api = http::with_common_layers(
         tidemark_api::router(api_state, keys).merge(http::ops_router(ops())),

@@ -13,10 +13,15 @@
 //! start) first resolves the open one as `superseded`: its ok was never seen. An ok
 //! breach with no open alert changes nothing.
 //!
-//! An open alert is silenced while an active silence ([`crate::silences`]) matches its
-//! labels: [`Alert::silenced_by`] is computed whenever an alert is read or changed (a
-//! silence starts and ends with no breach), against the silences active on the
-//! process's clock, fetched once per read or per applied breach.
+//! An open alert is suppressed while an active silence ([`crate::silences`]) matches its
+//! labels ([`Alert::silenced_by`]), or while a firing alert inhibits it
+//! ([`Alert::inhibited_by`], by [`tidemark_rules::inhibit`]: the built-in rules and the
+//! rules file's, which the caller passes, as the store has no rules file). As in
+//! Alertmanager, a pending alert can be inhibited as well as a firing one, but only a
+//! firing alert inhibits. Both are computed whenever an alert is read or changed (a
+//! silence starts and ends, and another alert fires and resolves, with no breach of
+//! this one), against the silences active on the process's clock and the alerts firing
+//! then, fetched once per read or per applied breach.
 
 pub mod feed;
 pub mod lock;
@@ -28,10 +33,11 @@ use std::str::FromStr;
 use serde_json::{json, Value};
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
-use sqlx::{PgPool, Row};
+use sqlx::{PgConnection, PgPool, Row};
 use tidemark_model::time::format_instant;
 use tidemark_schemas::{Breach, BreachState};
 
+use tidemark_rules::inhibit::{self, InhibitRule};
 use tidemark_rules::silence::Silence;
 
 use crate::buckets::{FlushError, StoredOffset, Tx};
@@ -111,6 +117,8 @@ pub struct Alert {
     pub updated_at_ms: i64,
     /// The active silences matching it while it is open, by id; empty once resolved.
     pub silenced_by: Vec<i64>,
+    /// The firing alerts inhibiting it while it is open, by id; empty once resolved.
+    pub inhibited_by: Vec<i64>,
 }
 
 /// One change of an alert: a breach applied, or an acknowledgement.
@@ -165,6 +173,7 @@ impl Alert {
             "seq": self.seq,
             "updated_at": format_instant(self.updated_at_ms),
             "silenced_by": self.silenced_by,
+            "inhibited_by": self.inhibited_by,
         })
     }
 
@@ -180,23 +189,52 @@ impl Alert {
         )
     }
 
-    /// Sets [`Self::silenced_by`] from the `active` silences.
-    fn mark(&mut self, active: &[Silence]) {
-        let open = self.state != AlertState::Resolved;
+    /// Sets [`Self::silenced_by`] and [`Self::inhibited_by`] from what suppresses now.
+    fn mark(&mut self, now: &Suppressions, inhibit: &[InhibitRule]) {
+        self.silenced_by.clear();
+        self.inhibited_by.clear();
+        if self.state == AlertState::Resolved {
+            return;
+        }
         let labels = self.match_labels();
-        self.silenced_by = active
+        self.silenced_by = now
+            .silences
             .iter()
-            .filter(|s| open && s.matches(&labels))
+            .filter(|s| s.matches(&labels))
             .map(|s| s.id)
             .collect();
+        let firing = now.firing.iter().map(|(id, labels)| (*id, labels));
+        self.inhibited_by = inhibit::inhibited_by(&self.id, &labels, firing, inhibit);
     }
 }
 
-/// Marks `alerts` with the silences active now.
-async fn mark_all<'c>(db: impl sqlx::PgExecutor<'c>, alerts: &mut [Alert]) -> sqlx::Result<()> {
-    let active = silences::active(db, now_ms()).await?;
+/// What may suppress an open alert now: the active silences, and the firing alerts by
+/// id with their labels.
+struct Suppressions {
+    silences: Vec<Silence>,
+    firing: Vec<(i64, BTreeMap<String, String>)>,
+}
+
+/// Marks `alerts` with the silences active now and the alerts firing now, inhibiting by
+/// the built-in rules and `inhibit`.
+async fn mark_all(
+    db: &mut PgConnection,
+    alerts: &mut [Alert],
+    inhibit: &[InhibitRule],
+) -> sqlx::Result<()> {
+    let silences = silences::active(&mut *db, now_ms()).await?;
+    let rows = sqlx::query(&format!(
+        "SELECT {ALERT_COLUMNS} FROM alerts WHERE state = 'firing'"
+    ))
+    .fetch_all(&mut *db)
+    .await?;
+    let firing = rows
+        .iter()
+        .map(|r| alert_from_row(r).map(|a| (a.id, a.match_labels())))
+        .collect::<sqlx::Result<_>>()?;
+    let now = Suppressions { silences, firing };
     for alert in alerts {
-        alert.mark(&active);
+        alert.mark(&now, inhibit);
     }
     Ok(())
 }
@@ -280,11 +318,13 @@ fn plan(open_since_ms: Option<i64>, breach: &Breach) -> Plan {
     }
 }
 
-/// Applies the breach read at `pos`, with its offset, in `tx` (see the module doc).
+/// Applies the breach read at `pos`, with its offset, in `tx` (see the module doc); the
+/// feed row carries the alert suppressed by silences and by `inhibit` (a rules file's).
 pub async fn apply_breach(
     tx: &mut Tx,
     breach: &Breach,
     pos: &Position<'_>,
+    inhibit: &[InhibitRule],
 ) -> Result<Applied, FlushError> {
     if !skip(tx, pos).await? {
         return Ok(Applied::AlreadyApplied);
@@ -317,7 +357,7 @@ pub async fn apply_breach(
         }
         (Plan::Move(_) | Plan::Replace(_), None) => unreachable!("planned from an open alert"),
     };
-    mark_all(&mut *tx.0, std::slice::from_mut(&mut alert)).await?;
+    mark_all(&mut tx.0, std::slice::from_mut(&mut alert), inhibit).await?;
     record(tx, &alert, &change).await?;
     Ok(Applied::Changed { alert_id: alert.id })
 }
@@ -423,6 +463,7 @@ fn alert_from_row(r: &PgRow) -> sqlx::Result<Alert> {
         seq: r.try_get(21)?,
         updated_at_ms: r.try_get(22)?,
         silenced_by: Vec::new(),
+        inhibited_by: Vec::new(),
     })
 }
 
@@ -557,8 +598,13 @@ pub enum Ack {
 }
 
 /// Acknowledges the open alert `id` for `by`, with a transition and a feed row; `None`
-/// when there is no such alert.
-pub async fn acknowledge(pool: &PgPool, id: i64, by: &str) -> anyhow::Result<Option<Ack>> {
+/// when there is no such alert. The alert is marked as [`list`] marks.
+pub async fn acknowledge(
+    pool: &PgPool,
+    id: i64,
+    by: &str,
+    inhibit: &[InhibitRule],
+) -> anyhow::Result<Option<Ack>> {
     let mut tx = Tx::begin(pool).await?;
     let row = sqlx::query(&format!(
         "UPDATE alerts SET acknowledged_at = now(), acknowledged_by = $2, last_seq = last_seq + 1, \
@@ -575,7 +621,12 @@ pub async fn acknowledge(pool: &PgPool, id: i64, by: &str) -> anyhow::Result<Opt
         let Some(mut alert) = get_alert(pool, id).await? else {
             return Ok(None);
         };
-        mark_all(pool, std::slice::from_mut(&mut alert)).await?;
+        mark_all(
+            &mut *pool.acquire().await?,
+            std::slice::from_mut(&mut alert),
+            inhibit,
+        )
+        .await?;
         return Ok(Some(if alert.state == AlertState::Resolved {
             Ack::Resolved(alert)
         } else {
@@ -583,7 +634,7 @@ pub async fn acknowledge(pool: &PgPool, id: i64, by: &str) -> anyhow::Result<Opt
         }));
     };
     let mut alert = alert_from_row(&row)?;
-    mark_all(&mut *tx.0, std::slice::from_mut(&mut alert)).await?;
+    mark_all(&mut tx.0, std::slice::from_mut(&mut alert), inhibit).await?;
     let change = Change {
         reason: "acknowledged",
         at_ms: alert.acknowledged_at_ms.unwrap_or(alert.updated_at_ms),
@@ -608,8 +659,13 @@ pub struct AlertFilter<'a> {
     pub limit: i64,
 }
 
-/// The alerts `filter` matches, newest first, at most `filter.limit`.
-pub async fn list(pool: &PgPool, filter: &AlertFilter<'_>) -> anyhow::Result<Vec<Alert>> {
+/// The alerts `filter` matches, newest first, at most `filter.limit`, marked by the
+/// silences and the alerts firing now, inhibiting by the built-in rules and `inhibit`.
+pub async fn list(
+    pool: &PgPool,
+    filter: &AlertFilter<'_>,
+    inhibit: &[InhibitRule],
+) -> anyhow::Result<Vec<Alert>> {
     let rows = sqlx::query(&format!(
         "SELECT {ALERT_COLUMNS} FROM alerts \
          WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR service = $2) \
@@ -628,13 +684,13 @@ pub async fn list(pool: &PgPool, filter: &AlertFilter<'_>) -> anyhow::Result<Vec
         .iter()
         .map(alert_from_row)
         .collect::<sqlx::Result<Vec<_>>>()?;
-    mark_all(pool, &mut alerts).await?;
+    mark_all(&mut *pool.acquire().await?, &mut alerts, inhibit).await?;
     Ok(alerts)
 }
 
-/// Every open (pending or firing) alert, newest first, marked: what a silence is
-/// previewed against.
-pub async fn open(pool: &PgPool) -> anyhow::Result<Vec<Alert>> {
+/// Every open (pending or firing) alert, newest first, marked as [`list`] marks: what a
+/// silence is previewed against.
+pub async fn open(pool: &PgPool, inhibit: &[InhibitRule]) -> anyhow::Result<Vec<Alert>> {
     let rows = sqlx::query(&format!(
         "SELECT {ALERT_COLUMNS} FROM alerts WHERE state IN ('pending', 'firing') ORDER BY id DESC"
     ))
@@ -644,7 +700,7 @@ pub async fn open(pool: &PgPool) -> anyhow::Result<Vec<Alert>> {
         .iter()
         .map(alert_from_row)
         .collect::<sqlx::Result<Vec<_>>>()?;
-    mark_all(pool, &mut alerts).await?;
+    mark_all(&mut *pool.acquire().await?, &mut alerts, inhibit).await?;
     Ok(alerts)
 }
 
@@ -656,12 +712,22 @@ async fn get_alert(pool: &PgPool, id: i64) -> sqlx::Result<Option<Alert>> {
     row.as_ref().map(alert_from_row).transpose()
 }
 
-/// Alert `id` with its transitions in order; `None` when there is no such alert.
-pub async fn get(pool: &PgPool, id: i64) -> anyhow::Result<Option<(Alert, Vec<Transition>)>> {
+/// Alert `id`, marked as [`list`] marks, with its transitions in order; `None` when
+/// there is no such alert.
+pub async fn get(
+    pool: &PgPool,
+    id: i64,
+    inhibit: &[InhibitRule],
+) -> anyhow::Result<Option<(Alert, Vec<Transition>)>> {
     let Some(mut alert) = get_alert(pool, id).await? else {
         return Ok(None);
     };
-    mark_all(pool, std::slice::from_mut(&mut alert)).await?;
+    mark_all(
+        &mut *pool.acquire().await?,
+        std::slice::from_mut(&mut alert),
+        inhibit,
+    )
+    .await?;
     let rows = sqlx::query(
         "SELECT seq, breach_seq, state, reason, severity, value, threshold, \
            (extract(epoch FROM at) * 1000)::bigint, schedule, actor \

@@ -1,6 +1,8 @@
 //! Test support: a fresh database and topic prefix per test, the tidemark binary's roles
 //! as child processes on free ports, a reader of a topic's batches, and generated
-//! samples with their exact expected statistics.
+//! samples with their exact expected statistics; the API in process ([`api`]).
+
+pub mod api;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;

@@ -1,10 +1,11 @@
 //! The alert lifecycle's storage ([`tidemark_store::alerts`]): breaches applied with
-//! their offsets, repeats dropped, episodes, acknowledgements, the feed outbox, the list
-//! and the alerter's lock.
+//! their offsets, repeats dropped, episodes, acknowledgements, the feed outbox (with the
+//! alerts inhibiting the changed one), the list and the alerter's lock.
 
 use std::collections::BTreeMap;
 
 use sqlx::PgPool;
+use tidemark_rules::InhibitRule;
 use tidemark_schemas::{Breach, BreachState, Series, Severity};
 use tidemark_store::alerts::feed::{mark_published, unpublished};
 use tidemark_store::alerts::lock::AlerterLock;
@@ -55,7 +56,7 @@ fn at(offset: i64) -> Position<'static> {
 /// Applies `b`, read at `offset`, in a transaction of its own.
 async fn apply(pool: &PgPool, b: &Breach, offset: i64) -> Applied {
     let mut tx = Tx::begin(pool).await.unwrap();
-    let applied = apply_breach(&mut tx, b, &at(offset)).await.unwrap();
+    let applied = apply_breach(&mut tx, b, &at(offset), &[]).await.unwrap();
     tx.commit().await.unwrap();
     applied
 }
@@ -103,7 +104,7 @@ async fn an_episode_is_one_alert_with_each_transition() {
     }
     ids.dedup();
     assert_eq!(ids.len(), 1, "one alert for the episode");
-    let (alert, transitions) = alerts::get(&pool, ids[0]).await.unwrap().unwrap();
+    let (alert, transitions) = alerts::get(&pool, ids[0], &[]).await.unwrap().unwrap();
     assert_eq!(alert.state, AlertState::Resolved);
     assert_eq!(alert.resolve_reason.as_deref(), Some("recovered"));
     assert_eq!(alert.severity, "critical", "escalated");
@@ -233,6 +234,7 @@ async fn a_new_episode_after_resolve_is_a_new_alert() {
             limit: 10,
             ..Default::default()
         },
+        &[],
     )
     .await
     .unwrap();
@@ -245,7 +247,7 @@ async fn a_new_episode_after_resolve_is_a_new_alert() {
     );
     assert_eq!(states[1].1, AlertState::Resolved);
     assert_ne!(states[0].0, states[1].0);
-    let (alert, transitions) = alerts::get(&pool, alert_id).await.unwrap().unwrap();
+    let (alert, transitions) = alerts::get(&pool, alert_id, &[]).await.unwrap().unwrap();
     assert_eq!(alert.started_at_ms, T0 + 3_600_000);
     assert_eq!(transitions.len(), 1);
     assert_eq!(
@@ -268,7 +270,7 @@ async fn a_later_episode_supersedes_one_whose_ok_was_never_seen() {
         panic!()
     };
     assert_ne!(first, second);
-    let (old, transitions) = alerts::get(&pool, first).await.unwrap().unwrap();
+    let (old, transitions) = alerts::get(&pool, first, &[]).await.unwrap().unwrap();
     assert_eq!(old.state, AlertState::Resolved);
     assert_eq!(old.resolve_reason.as_deref(), Some("superseded"));
     assert_eq!(old.resolved_at_ms, Some(T0 + 60_000));
@@ -285,7 +287,7 @@ async fn an_acknowledgement_records_who_and_when() {
         panic!()
     };
     let before = chrono::Utc::now().timestamp_millis();
-    let Some(Ack::Done(alert)) = acknowledge(&pool, alert_id, "alice").await.unwrap() else {
+    let Some(Ack::Done(alert)) = acknowledge(&pool, alert_id, "alice", &[]).await.unwrap() else {
         panic!("an open alert is acknowledged")
     };
     let after = chrono::Utc::now().timestamp_millis();
@@ -298,11 +300,11 @@ async fn an_acknowledgement_records_who_and_when() {
         "an acknowledgement keeps the state"
     );
 
-    let Some(Ack::Already(again)) = acknowledge(&pool, alert_id, "bob").await.unwrap() else {
+    let Some(Ack::Already(again)) = acknowledge(&pool, alert_id, "bob", &[]).await.unwrap() else {
         panic!("a second acknowledgement changes nothing")
     };
     assert_eq!(again.acknowledged_by.as_deref(), Some("alice"));
-    let (_, transitions) = alerts::get(&pool, alert_id).await.unwrap().unwrap();
+    let (_, transitions) = alerts::get(&pool, alert_id, &[]).await.unwrap().unwrap();
     let last = transitions.last().unwrap();
     assert_eq!(
         (last.seq, last.reason.as_str(), last.actor.as_deref()),
@@ -315,17 +317,88 @@ async fn an_acknowledgement_records_who_and_when() {
     assert_eq!(payload["alert"]["acknowledged_by"], "alice");
 
     apply(&pool, &breach("fp", 2, BreachState::Ok, "recovered"), 1).await;
-    let (resolved, _) = alerts::get(&pool, alert_id).await.unwrap().unwrap();
+    let (resolved, _) = alerts::get(&pool, alert_id, &[]).await.unwrap().unwrap();
     assert_eq!(
         (resolved.state, resolved.seq),
         (AlertState::Resolved, 3),
         "the breach after the acknowledgement is the alert's third transition"
     );
     assert!(matches!(
-        acknowledge(&pool, alert_id, "carol").await.unwrap(),
+        acknowledge(&pool, alert_id, "carol", &[]).await.unwrap(),
         Some(Ack::Resolved(_))
     ));
-    assert_eq!(acknowledge(&pool, alert_id + 100, "x").await.unwrap(), None);
+    assert_eq!(
+        acknowledge(&pool, alert_id + 100, "x", &[]).await.unwrap(),
+        None
+    );
+}
+
+/// The alert id and `inhibited_by` of the newest feed row.
+async fn last_fed_inhibited_by(pool: &PgPool) -> (i64, Vec<i64>) {
+    let feed = unpublished(pool, 100).await.unwrap();
+    let payload: serde_json::Value = serde_json::from_str(&feed.last().unwrap().payload).unwrap();
+    let inhibited_by = serde_json::from_value(payload["alert"]["inhibited_by"].clone()).unwrap();
+    (payload["alert_id"].as_i64().unwrap(), inhibited_by)
+}
+
+#[tokio::test]
+async fn the_feed_carries_the_firing_alerts_inhibiting_the_changed_one() {
+    let pool = fresh_test_database().await.1;
+    let mut critical = breach("critical", 1, BreachState::Firing, "breached");
+    critical.severity = Severity::Critical;
+    let Applied::Changed { alert_id: source } = apply(&pool, &critical, 0).await else {
+        panic!()
+    };
+    assert_eq!(last_fed_inhibited_by(&pool).await, (source, vec![]));
+
+    // The built-in rule: a critical alert inhibits the warnings of its rule and
+    // service, a pending one too.
+    apply(
+        &pool,
+        &breach("warning", 1, BreachState::Pending, "breached"),
+        1,
+    )
+    .await;
+    let (warning, inhibited_by) = last_fed_inhibited_by(&pool).await;
+    assert_eq!(inhibited_by, [source]);
+
+    // A rules file's rule, given by the caller, with `equal`.
+    let file_rule = InhibitRule {
+        source_match: BTreeMap::from([("rule".into(), "api-latency".into())]),
+        target_match: BTreeMap::from([("rule".into(), "errors".into())]),
+        equal: vec!["region".into()],
+    };
+    let errors = |fingerprint: &str, region: &str| {
+        let mut b = breach(fingerprint, 1, BreachState::Firing, "breached");
+        b.rule = "errors".into();
+        b.series.tags.insert("region".into(), region.into());
+        b
+    };
+    let mut tx = Tx::begin(&pool).await.unwrap();
+    let rules = [file_rule];
+    apply_breach(&mut tx, &errors("errors-eu", "eu"), &at(2), &rules)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(last_fed_inhibited_by(&pool).await.1, [source]);
+    let mut tx = Tx::begin(&pool).await.unwrap();
+    apply_breach(&mut tx, &errors("errors-us", "us"), &at(3), &rules)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert!(last_fed_inhibited_by(&pool).await.1.is_empty());
+
+    // Once the critical alert resolved, the warning's next change is not inhibited.
+    let mut recovered = breach("critical", 2, BreachState::Ok, "recovered");
+    recovered.severity = Severity::Critical;
+    apply(&pool, &recovered, 4).await;
+    apply(
+        &pool,
+        &breach("warning", 2, BreachState::Firing, "breached"),
+        5,
+    )
+    .await;
+    assert_eq!(last_fed_inhibited_by(&pool).await, (warning, vec![]));
 }
 
 #[tokio::test]
@@ -337,6 +410,7 @@ async fn offsets_and_alerts_commit_together() {
         &mut tx,
         &breach("fp", 1, BreachState::Firing, "breached"),
         &at(0),
+        &[],
     )
     .await
     .unwrap();
@@ -350,7 +424,7 @@ async fn offsets_and_alerts_commit_together() {
     let mut bad = breach("fp", 1, BreachState::Firing, "breached");
     bad.series.service = "a\0b".into();
     let mut tx = Tx::begin(&pool).await.unwrap();
-    let err = apply_breach(&mut tx, &bad, &at(0)).await.unwrap_err();
+    let err = apply_breach(&mut tx, &bad, &at(0), &[]).await.unwrap_err();
     assert!(err.is_data(), "{err}");
     drop(tx);
     assert_eq!(next_offset(&pool).await, None);
@@ -411,7 +485,7 @@ async fn the_list_filters_and_the_stats_count() {
     let list = |filter: AlertFilter<'static>| {
         let pool = pool.clone();
         async move {
-            alerts::list(&pool, &filter)
+            alerts::list(&pool, &filter, &[])
                 .await
                 .unwrap()
                 .into_iter()

@@ -1,25 +1,18 @@
 //! The alert routes of the API in process, on a fresh database whose alerts are written
 //! through `tidemark_store::alerts` as the alerter writes them: the list and its
-//! filters, one alert with its transitions, per-rule stats, acknowledgement by role, and
-//! SPEC's error body for an unknown id or a bad parameter.
+//! filters, one alert with its transitions, per-rule stats, acknowledgement by role,
+//! SPEC's error body for an unknown id or a bad parameter, and an alert's `inhibited_by`
+//! (the built-in rule, and a rules file's).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use axum::Router;
-use serde_json::Value;
-use sqlx::PgPool;
-use tidemark_api::{health, ApiState};
-use tidemark_runtime::auth::{create_key, KeyStore, Role};
+use axum::http::StatusCode;
+use tidemark_runtime::rules::Rules;
 use tidemark_schemas::{Breach, BreachState, Series, Severity};
 use tidemark_store::alerts::{apply_breach, Applied, Position};
 use tidemark_store::buckets::Tx;
-use tidemark_store::hot::HotKeys;
-use tower::ServiceExt;
 
-use crate::support::{fresh_database, redis_url, unique};
+use crate::support::api::{assert_error, Api, TestDir};
 
 /// A breach of rule `rule` over `service`'s latency, fingerprint `fingerprint`, episode
 /// started at `active_since`, evaluated `seq` × 10 s later.
@@ -57,44 +50,36 @@ pub(crate) fn breach(
     }
 }
 
-const T0: i64 = 1_790_000_000_000;
+pub(crate) const T0: i64 = 1_790_000_000_000;
 
-struct Harness {
-    router: Router,
-    read: String,
-    admin: String,
-    pool: PgPool,
+/// The API in process, and the next offset at which a breach is applied.
+pub(crate) struct Harness {
+    api: Api,
     offset: i64,
 }
 
-async fn harness() -> Harness {
-    let (_, pool) = fresh_database().await;
-    let read = create_key(&pool, Role::Read, "reader").await.unwrap();
-    let admin = create_key(&pool, Role::Admin, "oncall").await.unwrap();
-    let redis =
-        tidemark_store::hot::Redis::connect(&tidemark_runtime::config::Secret::new(redis_url()))
-            .await
-            .unwrap();
-    let state = ApiState {
-        pool: pool.clone(),
-        redis,
-        hot_keys: HotKeys::new(&unique("it")),
-        latency_metric: "http.server.duration".into(),
-        overview: Arc::new(health::Overview::default()),
-    };
-    let router = tidemark_api::router(state, Arc::new(KeyStore::new(pool.clone())));
+impl std::ops::Deref for Harness {
+    type Target = Api;
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
+pub(crate) async fn harness() -> Harness {
+    with_rules(Rules::load(None).unwrap()).await
+}
+
+async fn with_rules(rules: Rules) -> Harness {
     Harness {
-        router,
-        read,
-        admin,
-        pool,
+        api: Api::new(rules).await,
         offset: 0,
     }
 }
 
 impl Harness {
-    /// Applies `b` as the alerter does, at the next offset; returns the alert it changed.
-    async fn apply(&mut self, b: Breach) -> i64 {
+    /// Applies `b` as the alerter does, at the next offset, inhibiting by the rules in
+    /// force; returns the alert it changed.
+    pub(crate) async fn apply(&mut self, b: Breach) -> i64 {
         let mut tx = Tx::begin(&self.pool).await.unwrap();
         let pos = Position {
             topic: "it.breaches",
@@ -102,36 +87,16 @@ impl Harness {
             offset: self.offset,
             cluster_id: "c",
         };
-        let applied = apply_breach(&mut tx, &b, &pos).await.unwrap();
+        let rules = self.rules.current();
+        let applied = apply_breach(&mut tx, &b, &pos, &rules.inhibit)
+            .await
+            .unwrap();
         tx.commit().await.unwrap();
         self.offset += 1;
         match applied {
             Applied::Changed { alert_id } => alert_id,
             other => panic!("{b:?}: {other:?}"),
         }
-    }
-
-    async fn call(&self, method: &str, uri: &str, key: &str, body: &str) -> (StatusCode, Value) {
-        let request = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header("authorization", format!("Bearer {key}"))
-            .header("content-type", "application/json")
-            .body(Body::from(body.to_owned()))
-            .unwrap();
-        let response = self.router.clone().oneshot(request).await.unwrap();
-        let status = response.status();
-        let bytes = http_body_util::BodyExt::collect(response.into_body())
-            .await
-            .unwrap()
-            .to_bytes();
-        let body = serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-        (status, body)
-    }
-
-    async fn get(&self, uri: &str) -> (StatusCode, Value) {
-        self.call("GET", uri, &self.read, "").await
     }
 
     /// The fingerprints `GET uri` lists, in order.
@@ -145,13 +110,22 @@ impl Harness {
             .map(|a| a["fingerprint"].as_str().unwrap().to_owned())
             .collect()
     }
-}
 
-/// SPEC's error body with `code`, whose message starts with `start`.
-fn assert_error(body: &Value, code: &str, start: &str) {
-    assert_eq!(body["error"]["code"], code, "{body}");
-    let message = body["error"]["message"].as_str().unwrap_or_default();
-    assert!(message.starts_with(start), "{body}");
+    /// Alert `id`'s ids under `field` (`silenced_by`, `inhibited_by`) in
+    /// `GET /v1/alerts/{id}`, which the list shows alike.
+    pub(crate) async fn shown(&self, id: i64, field: &str) -> Vec<i64> {
+        let (status, one) = self.get(&format!("/v1/alerts/{id}")).await;
+        assert_eq!(status, StatusCode::OK, "{one}");
+        let (_, list) = self.get("/v1/alerts").await;
+        let listed = list["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["id"] == id)
+            .unwrap();
+        assert_eq!(listed[field], one[field], "{list}");
+        serde_json::from_value(one[field].clone()).unwrap()
+    }
 }
 
 /// Three alerts: `a1` resolved (api, rule latency), `a2` firing (db, latency), `a3`
@@ -324,4 +298,73 @@ async fn admins_acknowledge_and_readers_may_not() {
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_error(&body, "invalid_body", "by: ");
+}
+
+/// `b`, of severity critical.
+fn critical(mut b: Breach) -> Breach {
+    b.severity = Severity::Critical;
+    b
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_firing_critical_alert_inhibits_the_warnings_of_its_rule_and_service() {
+    use BreachState::*;
+    let mut h = harness().await;
+    let crit =
+        |seq, state, reason| critical(breach("latency", "api", "crit", seq, state, reason, T0));
+    let source = h.apply(crit(1, Firing, "breached")).await;
+    let mut targets = Vec::new();
+    for (fingerprint, service, state) in [
+        ("warn", "api", Firing),
+        ("slow", "api", Pending),
+        ("db", "db", Firing),
+    ] {
+        let b = breach("latency", service, fingerprint, 1, state, "breached", T0);
+        targets.push(h.apply(b).await);
+    }
+    let [warning, pending, elsewhere] = targets[..] else {
+        unreachable!("three targets")
+    };
+    assert_eq!(h.shown(warning, "inhibited_by").await, [source]);
+    assert_eq!(h.shown(pending, "inhibited_by").await, [source]);
+    assert!(h.shown(elsewhere, "inhibited_by").await.is_empty());
+    assert!(h.shown(source, "inhibited_by").await.is_empty());
+    let (status, acked) = h
+        .call("POST", &format!("/v1/alerts/{warning}/ack"), &h.admin, "")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{acked}");
+    assert_eq!(acked["inhibited_by"], serde_json::json!([source]));
+
+    h.apply(crit(2, Ok, "recovered")).await;
+    assert!(h.shown(warning, "inhibited_by").await.is_empty());
+    assert!(h.shown(pending, "inhibited_by").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rules_file_inhibits_by_its_rules_with_equal_labels() {
+    use BreachState::*;
+    let dir = TestDir::new("inhibit-");
+    let file = dir.0.join("rules.yaml");
+    std::fs::write(
+        &file,
+        "rules: []\nreceivers: []\nroutes: []\ninhibit:\n  \
+         - source_match: {rule: errors, severity: critical}\n    \
+           target_match: {rule: latency}\n    equal: [region]\n",
+    )
+    .unwrap();
+    let mut h = with_rules(Rules::load(Some(file.to_str().unwrap())).unwrap()).await;
+    let in_region = |fingerprint: &str, region: &str| {
+        let mut b = breach("latency", "web", fingerprint, 1, Firing, "breached", T0);
+        b.series.tags.insert("region".into(), region.into());
+        b
+    };
+    let errors = breach("errors", "api", "errors", 1, Firing, "breached", T0);
+    let source = h.apply(critical(errors)).await;
+    let eu = h.apply(in_region("eu", "eu")).await;
+    let us = h.apply(in_region("us", "us")).await;
+    assert_eq!(h.shown(eu, "inhibited_by").await, [source]);
+    assert!(
+        h.shown(us, "inhibited_by").await.is_empty(),
+        "another region"
+    );
 }

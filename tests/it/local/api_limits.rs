@@ -3,71 +3,17 @@
 //! on the rows one `/v1/series` request reads, and `404` for a service that never was
 //! (issue 14, point 3). Buckets are written straight into Postgres.
 
-use std::sync::Arc;
-
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use axum::Router;
+use axum::http::StatusCode;
 use serde_json::Value;
-use sqlx::PgPool;
 use tidemark_api::series::{MAX_BUCKET_ROWS, MAX_RANGE_MS};
-use tidemark_api::{health, ApiState};
 use tidemark_model::bucket::{hour_start, HOUR_MS};
 use tidemark_model::Bucket;
-use tidemark_runtime::auth::{create_key, KeyStore, Role};
-use tidemark_store::hot::HotKeys;
-use tower::ServiceExt;
 
-use crate::support::{fresh_database, redis_url, unique};
+use crate::support::api::Api;
+use crate::support::redis_url;
 
-struct Harness {
-    router: Router,
-    key: String,
-    pool: PgPool,
-    hot_keys: HotKeys,
-}
-
-async fn harness() -> Harness {
-    let (_, pool) = fresh_database().await;
-    let key = create_key(&pool, Role::Read, "read").await.unwrap();
-    let redis =
-        tidemark_store::hot::Redis::connect(&tidemark_runtime::config::Secret::new(redis_url()))
-            .await
-            .unwrap();
-    let hot_keys = HotKeys::new(&unique("it"));
-    let state = ApiState {
-        pool: pool.clone(),
-        redis,
-        hot_keys: hot_keys.clone(),
-        latency_metric: "http.server.duration".into(),
-        overview: Arc::new(health::Overview::default()),
-    };
-    let router = tidemark_api::router(state, Arc::new(KeyStore::new(pool.clone())));
-    Harness {
-        router,
-        key,
-        pool,
-        hot_keys,
-    }
-}
-
-impl Harness {
-    async fn get(&self, uri: &str) -> (StatusCode, Value) {
-        let request = Request::get(uri)
-            .header("authorization", format!("Bearer {}", self.key))
-            .body(Body::empty())
-            .unwrap();
-        let response = self.router.clone().oneshot(request).await.unwrap();
-        let status = response.status();
-        let bytes = http_body_util::BodyExt::collect(response.into_body())
-            .await
-            .unwrap()
-            .to_bytes();
-        let body = serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-        (status, body)
-    }
-
+/// The helpers of these tests.
+impl Api {
     /// Asserts a `400` in SPEC's error shape whose message starts with `param`.
     async fn assert_refused(&self, uri: &str, code: &str, param: &str) -> String {
         let (status, body) = self.get(uri).await;
@@ -121,7 +67,7 @@ impl Harness {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn series_reads_at_most_the_row_cap() {
-    let h = harness().await;
+    let h = Api::without_rules().await;
     // Two series of 5,001 hours each: 10,002 rows, two past the cap, in 208 days.
     let hours = (MAX_BUCKET_ROWS / 2 + 1) as i64;
     let first = hour_start(chrono::Utc::now().timestamp_millis()) - (hours + 24) * HOUR_MS;
@@ -165,7 +111,7 @@ async fn series_reads_at_most_the_row_cap() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn series_parameters_are_refused_before_any_sql() {
-    let h = harness().await;
+    let h = Api::without_rules().await;
     let base = "/v1/series?service=a&metric=m";
     // Issue 14: each of these answered 500 (overflow, timestamp out of range, NUL).
     let m = h
@@ -233,7 +179,7 @@ async fn series_parameters_are_refused_before_any_sql() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_of_one_service_is_404_unless_it_ever_sent_samples() {
-    let h = harness().await;
+    let h = Api::without_rules().await;
     let days_ago = hour_start(chrono::Utc::now().timestamp_millis()) - 72 * HOUR_MS;
     h.insert_series(1, "old-svc", "m", "{}", days_ago, 1).await;
     h.insert_series(2, "late-svc", "m", "{}", days_ago, 1).await;

@@ -4,24 +4,16 @@
 //! rules kept, no rules file, and the announcement reaching another process's rules.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use axum::Router;
+use axum::http::StatusCode;
 use chrono::{DateTime, Timelike, Utc};
 use serde_json::{json, Value};
-use sqlx::PgPool;
-use tidemark_api::rules::{router, RulesApi};
-use tidemark_runtime::auth::{create_key, KeyStore, Role};
-use tidemark_runtime::config::Topics;
 use tidemark_runtime::rules::{announce_reload, Rules};
 use tidemark_store::rule_states::{self, Stored};
 use tokio_util::sync::CancellationToken;
-use tower::ServiceExt;
 
-use crate::support::{fresh_database, unique};
+use crate::support::api::{Api, TestDir};
 
 /// A rules file: `latency` at `threshold`, stricter in the UTC morning, and `errors`.
 fn rules_file(threshold: &str) -> String {
@@ -54,91 +46,44 @@ routes: []
     )
 }
 
-/// A directory of the test's own under the target directory, removed at the end.
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new() -> Self {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(unique("rules-api-"));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
+/// The API over `rules.yaml` in a directory of the test's own.
 struct Harness {
-    router: Router,
-    read: String,
-    admin: String,
-    pool: PgPool,
-    topics: Topics,
+    api: Api,
     file: PathBuf,
-    _dir: Dir,
+    _dir: TestDir,
 }
 
-/// The rule routes over `rules.yaml` written with `text`, or over no rules file.
+/// The API over `rules.yaml` written with `text`, or over no rules file.
 async fn harness(text: Option<&str>) -> Harness {
-    let (_, pool) = fresh_database().await;
-    let read = create_key(&pool, Role::Read, "reader").await.unwrap();
-    let admin = create_key(&pool, Role::Admin, "oncall").await.unwrap();
-    let dir = Dir::new();
+    let dir = TestDir::new("rules-api-");
     let file = dir.0.join("rules.yaml");
     if let Some(text) = text {
         std::fs::write(&file, text).unwrap();
     }
     let rules = Rules::load(text.map(|_| file.to_str().unwrap())).unwrap();
-    let topics = Topics::new(&unique("it"));
-    let state = RulesApi {
-        pool: pool.clone(),
-        rules,
-        topics: topics.clone(),
-    };
     Harness {
-        router: router(state, Arc::new(KeyStore::new(pool.clone()))),
-        read,
-        admin,
-        pool,
-        topics,
+        api: Api::new(rules).await,
         file,
         _dir: dir,
     }
 }
 
 impl Harness {
+    /// `method uri` with `key` (none when `None`).
     async fn call(&self, method: &str, uri: &str, key: Option<&str>) -> (StatusCode, Value) {
-        let mut request = Request::builder().method(method).uri(uri);
-        if let Some(key) = key {
-            request = request.header("authorization", format!("Bearer {key}"));
-        }
-        let response = self
-            .router
-            .clone()
-            .oneshot(request.body(Body::empty()).unwrap())
+        self.api
+            .call(method, uri, key.unwrap_or_default(), "")
             .await
-            .unwrap();
-        let status = response.status();
-        let bytes = http_body_util::BodyExt::collect(response.into_body())
-            .await
-            .unwrap()
-            .to_bytes();
-        let body = serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-        (status, body)
     }
 
     async fn rules(&self) -> Value {
-        let (status, body) = self.call("GET", "/v1/rules", Some(&self.read)).await;
+        let (status, body) = self.api.get("/v1/rules").await;
         assert_eq!(status, StatusCode::OK, "{body}");
         body
     }
 
     async fn reload(&self) -> (StatusCode, Value) {
-        self.call("POST", "/v1/admin/rules/reload", Some(&self.admin))
+        self.call("POST", "/v1/admin/rules/reload", Some(&self.api.admin))
             .await
     }
 
@@ -155,7 +100,7 @@ impl Harness {
             series: json!({"service": "checkout", "metric": "http.server.duration_ms", "tags": {}}),
             state: json!({"phase": phase, "since": "2026-06-06T10:00:00Z", "missing": 0, "seq": 1}),
         };
-        rule_states::save(&self.pool, topic, 0, &[stored])
+        rule_states::save(&self.api.pool, topic, 0, &[stored])
             .await
             .unwrap();
     }
@@ -172,7 +117,7 @@ fn instant(value: &Value) -> DateTime<Utc> {
 #[tokio::test]
 async fn each_rule_shows_what_is_in_force_its_next_change_and_its_series_states() {
     let h = harness(Some(&rules_file("800"))).await;
-    let samples = h.topics.samples.clone();
+    let samples = h.api.topics.samples.clone();
     h.store_state(&samples, "latency", "a", "pending").await;
     h.store_state(&samples, "latency", "b", "firing").await;
     h.store_state(&samples, "latency", "c", "inactive").await;
@@ -245,10 +190,10 @@ async fn reading_rules_needs_read_and_reloading_needs_admin() {
     let (status, body) = h.call("GET", "/v1/rules", None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     assert_eq!(body["error"]["code"], "unauthorized");
-    let (status, _) = h.call("GET", "/v1/rules", Some(&h.admin)).await;
+    let (status, _) = h.call("GET", "/v1/rules", Some(&h.api.admin)).await;
     assert_eq!(status, StatusCode::OK);
     let (status, body) = h
-        .call("POST", "/v1/admin/rules/reload", Some(&h.read))
+        .call("POST", "/v1/admin/rules/reload", Some(&h.api.read))
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert_eq!(body["error"]["code"], "forbidden");
@@ -263,12 +208,14 @@ async fn a_reload_applies_the_rewritten_file_here_and_in_every_process_that_list
     let other = Rules::load(Some(h.file.to_str().unwrap())).unwrap();
     let shutdown = CancellationToken::new();
     let _stop = shutdown.clone().drop_guard();
-    other.spawn_reloader(h.pool.clone(), h.topics.prefix.clone(), shutdown);
+    other.spawn_reloader(h.api.pool.clone(), h.api.topics.prefix.clone(), shutdown);
     let mut changes = other.subscribe();
     // Its listener starts on its own: announce until it has heard one.
     tokio::time::timeout(Duration::from_secs(10), async {
         loop {
-            announce_reload(&h.pool, &h.topics.prefix).await.unwrap();
+            announce_reload(&h.api.pool, &h.api.topics.prefix)
+                .await
+                .unwrap();
             let heard = tokio::time::timeout(Duration::from_millis(200), changes.changed());
             if heard.await.is_ok() {
                 return;

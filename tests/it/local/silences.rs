@@ -4,97 +4,14 @@
 //! alert's `silenced_by` (in the API and in the feed row) while a silence is active and
 //! not after it is expired.
 
-use std::sync::Arc;
-
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use axum::Router;
+use axum::http::StatusCode;
 use serde_json::{json, Value};
-use sqlx::PgPool;
-use tidemark_api::{health, ApiState};
-use tidemark_runtime::auth::{create_key, KeyStore, Role};
-use tidemark_schemas::{Breach, BreachState};
-use tidemark_store::alerts::{apply_breach, Applied, Position};
-use tidemark_store::buckets::Tx;
-use tidemark_store::hot::HotKeys;
-use tower::ServiceExt;
+use tidemark_schemas::BreachState;
 
-use crate::local::alerts::breach;
-use crate::support::{fresh_database, redis_url, unique};
-
-const T0: i64 = 1_790_000_000_000;
-
-struct Harness {
-    router: Router,
-    read: String,
-    admin: String,
-    pool: PgPool,
-    offset: i64,
-}
-
-async fn harness() -> Harness {
-    let (_, pool) = fresh_database().await;
-    let read = create_key(&pool, Role::Read, "reader").await.unwrap();
-    let admin = create_key(&pool, Role::Admin, "oncall").await.unwrap();
-    let redis =
-        tidemark_store::hot::Redis::connect(&tidemark_runtime::config::Secret::new(redis_url()))
-            .await
-            .unwrap();
-    let state = ApiState {
-        pool: pool.clone(),
-        redis,
-        hot_keys: HotKeys::new(&unique("it")),
-        latency_metric: "http.server.duration".into(),
-        overview: Arc::new(health::Overview::default()),
-    };
-    let router = tidemark_api::router(state, Arc::new(KeyStore::new(pool.clone())));
-    Harness {
-        router,
-        read,
-        admin,
-        pool,
-        offset: 0,
-    }
-}
+use crate::local::alerts::{breach, harness, Harness, T0};
+use crate::support::api::assert_error;
 
 impl Harness {
-    /// Applies `b` as the alerter does, at the next offset; returns the alert it changed.
-    async fn apply(&mut self, b: Breach) -> i64 {
-        let mut tx = Tx::begin(&self.pool).await.unwrap();
-        let pos = Position {
-            topic: "it.breaches",
-            partition: 0,
-            offset: self.offset,
-            cluster_id: "c",
-        };
-        let applied = apply_breach(&mut tx, &b, &pos).await.unwrap();
-        tx.commit().await.unwrap();
-        self.offset += 1;
-        match applied {
-            Applied::Changed { alert_id } => alert_id,
-            other => panic!("{b:?}: {other:?}"),
-        }
-    }
-
-    async fn call(&self, method: &str, uri: &str, key: &str, body: &str) -> (StatusCode, Value) {
-        let request = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header("authorization", format!("Bearer {key}"))
-            .header("content-type", "application/json")
-            .body(Body::from(body.to_owned()))
-            .unwrap();
-        let response = self.router.clone().oneshot(request).await.unwrap();
-        let status = response.status();
-        let bytes = http_body_util::BodyExt::collect(response.into_body())
-            .await
-            .unwrap()
-            .to_bytes();
-        let body = serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-        (status, body)
-    }
-
     /// Creates a silence as admin; returns its id.
     async fn silence(&self, body: &Value) -> i64 {
         let (status, created) = self
@@ -118,19 +35,7 @@ impl Harness {
 
     /// Alert `id`'s `silenced_by` in `GET /v1/alerts/{id}` and in the list.
     async fn silenced_by(&self, id: i64) -> Vec<i64> {
-        let (status, one) = self
-            .call("GET", &format!("/v1/alerts/{id}"), &self.read, "")
-            .await;
-        assert_eq!(status, StatusCode::OK, "{one}");
-        let (_, list) = self.call("GET", "/v1/alerts", &self.read, "").await;
-        let listed = list["alerts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|a| a["id"] == id)
-            .unwrap();
-        assert_eq!(listed["silenced_by"], one["silenced_by"], "{list}");
-        serde_json::from_value(one["silenced_by"].clone()).unwrap()
+        self.shown(id, "silenced_by").await
     }
 
     /// `silenced_by` in the feed row of alert `id`'s latest change.
@@ -168,13 +73,6 @@ fn silence_body(matchers: &[[&str; 3]], starts_at: Option<&str>) -> Value {
 
 fn in_an_hour() -> String {
     (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339()
-}
-
-/// SPEC's error body with `code`, whose message starts with `start`.
-fn assert_error(body: &Value, code: &str, start: &str) {
-    assert_eq!(body["error"]["code"], code, "{body}");
-    let message = body["error"]["message"].as_str().unwrap_or_default();
-    assert!(message.starts_with(start), "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
