@@ -27,6 +27,16 @@ receivers: []
 routes: []
 "#;
 
+/// A pipeline whose roles read `rules` from a file of their own (returned, to rewrite),
+/// evaluated every `eval_interval` (the default when `None`).
+async fn with_rules(rules: &str, eval_interval: Option<&str>) -> (Pipeline, std::path::PathBuf) {
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(unique("rules") + ".yaml");
+    std::fs::write(&path, rules).unwrap();
+    let mut env = vec![("TIDEMARK_RULES", path.to_str().unwrap())];
+    env.extend(eval_interval.map(|i| ("TIDEMARK_EVAL_INTERVAL", i)));
+    (Pipeline::new(&env).await, path)
+}
+
 /// Every breach on the pipeline's breaches topic, in log order.
 fn breaches(p: &Pipeline) -> Vec<Breach> {
     let (brokers, topic) = (p.brokers.clone(), format!("{}.breaches", p.prefix));
@@ -72,13 +82,7 @@ fn states(breaches: &[Breach]) -> Vec<(i64, BreachState, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_samples_fire_a_rule_and_recovery_resolves_it_across_a_sigkill() {
-    let rules = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(unique("rules") + ".yaml");
-    std::fs::write(&rules, RULES).unwrap();
-    let p = Pipeline::new(&[
-        ("TIDEMARK_RULES", rules.to_str().unwrap()),
-        ("TIDEMARK_EVAL_INTERVAL", "1s"),
-    ])
-    .await;
+    let (p, _) = with_rules(RULES, Some("1s")).await;
     let _ingest = p.start("ingest").await;
     let mut aggregator = p.start("aggregator").await;
 
@@ -146,12 +150,10 @@ async fn slow_samples_fire_a_rule_and_recovery_resolves_it_across_a_sigkill() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_the_rules_and_an_invalid_file_keeps_those_in_force() {
-    let rules = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(unique("rules") + ".yaml");
-    std::fs::write(&rules, RULES.replace("threshold: 500", "threshold: 5000")).unwrap();
-    let p = Pipeline::new(&[
-        ("TIDEMARK_RULES", rules.to_str().unwrap()),
-        ("TIDEMARK_EVAL_INTERVAL", "1s"),
-    ])
+    let (p, rules) = with_rules(
+        &RULES.replace("threshold: 500", "threshold: 5000"),
+        Some("1s"),
+    )
     .await;
     let _ingest = p.start("ingest").await;
     let aggregator = p.start("aggregator").await;
@@ -162,9 +164,13 @@ async fn sighup_reloads_the_rules_and_an_invalid_file_keeps_those_in_force() {
             .unwrap();
         assert!(status.success());
     };
-    let quiet = push_until(&p, 900.0, Duration::from_secs(5), |_| false);
-    let quiet = tokio::time::timeout(Duration::from_secs(4), quiet).await;
-    assert!(quiet.is_err(), "900 is under 5000: no breach");
+    let until = Instant::now() + Duration::from_secs(4);
+    let quiet = push_until(&p, 900.0, Duration::from_secs(30), |b| {
+        assert!(b.is_empty(), "900 is under 5000: no breach, got {b:?}");
+        Instant::now() >= until
+    })
+    .await;
+    assert!(quiet.is_empty());
 
     // An invalid file keeps the rules in force (and the process running).
     std::fs::write(
@@ -202,17 +208,15 @@ async fn api_alerts(p: &Pipeline, rule: &str) -> Vec<serde_json::Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_requests_page_through_every_role_then_recovery_resolves_the_alert() {
-    let rules = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(unique("rules") + ".yaml");
     // `api-p99` is the rule the detection latency is quoted for: window 1m, for 0s.
     let p99 = "  - {name: api-p99, service: api, metric: http.latency_ms, stat: p99, \
                window: 1m, op: '>', threshold: 500, for: 0s, severity: warning}\n";
-    std::fs::write(
-        &rules,
-        RULES.replace("receivers:", &format!("{p99}receivers:")),
-    )
-    .unwrap();
     // The default evaluation interval (10 s): what detection costs as shipped.
-    let p = Pipeline::new(&[("TIDEMARK_RULES", rules.to_str().unwrap())]).await;
+    let (p, _) = with_rules(
+        &RULES.replace("receivers:", &format!("{p99}receivers:")),
+        None,
+    )
+    .await;
     let _ingest = p.start("ingest").await;
     let _aggregator = p.start("aggregator").await;
     let _alerter = p.start_at("alerter", free_addr()).await;
@@ -297,4 +301,53 @@ async fn slow_requests_page_through_every_role_then_recovery_resolves_the_alert(
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_for_timer_survives_a_sigkill_of_the_aggregator() {
+    let (p, _) = with_rules(&RULES.replace("for: 0s", "for: 8s"), Some("1s")).await;
+    let _ingest = p.start("ingest").await;
+    let mut aggregator = p.start("aggregator").await;
+
+    let pending = push_until(&p, 900.0, Duration::from_secs(60), |b| {
+        b.iter().any(|b| b.state == BreachState::Pending)
+    })
+    .await;
+    assert!(
+        pending.iter().all(|b| b.state == BreachState::Pending),
+        "fired before `for` ran out: {:?}",
+        states(&pending)
+    );
+    let since = pending[0].active_since;
+
+    aggregator.sigkill();
+    aggregator = p.start("aggregator").await;
+    let fired = push_until(&p, 900.0, Duration::from_secs(60), |b| {
+        b.iter().any(|b| b.state == BreachState::Firing)
+    })
+    .await;
+    let mut seqs = states(&fired);
+    seqs.dedup();
+    assert_eq!(
+        seqs,
+        vec![
+            (1, BreachState::Pending, "breached".to_owned()),
+            (2, BreachState::Firing, "breached".to_owned())
+        ],
+        "the restart neither restarted nor repeated the episode"
+    );
+    let firing = fired
+        .iter()
+        .find(|b| b.state == BreachState::Firing)
+        .unwrap();
+    assert_eq!(
+        firing.active_since, since,
+        "the episode began before the kill"
+    );
+    assert!(
+        firing.at - since >= 8_000,
+        "fired {} ms after the breach began, before `for` (8 s) ran out",
+        firing.at - since
+    );
+    drop(aggregator);
 }
