@@ -110,6 +110,11 @@ impl Aggregator {
             tidemark_runtime::kafka::cluster_id(&brokers, Duration::from_secs(10))
         })
         .await??;
+        let owner = config
+            .aggregator
+            .instance_id
+            .clone()
+            .unwrap_or_else(|| default_instance_id(config.aggregator.addr));
         let alerting = Alerting::new(
             &deps.rules,
             config.aggregator.eval_interval.0,
@@ -117,6 +122,7 @@ impl Aggregator {
             &config.common.topics.breaches,
             &deps.brokers,
             deps.pool.clone(),
+            &owner,
         )?;
         let hot = HotWriter::new(
             deps.redis,
@@ -136,11 +142,7 @@ impl Aggregator {
             backpressure: deps.backpressure,
             lease: LeaseConfig {
                 topic: config.common.topics.samples.clone(),
-                owner: config
-                    .aggregator
-                    .instance_id
-                    .clone()
-                    .unwrap_or_else(|| default_instance_id(config.aggregator.addr)),
+                owner,
                 ttl: config.aggregator.lease_ttl.0,
             },
             progress: Arc::default(),
@@ -603,7 +605,8 @@ impl Aggregator {
         a.gained(partition, from, resume_at).await
     }
 
-    /// Evaluates the rules at `at`, except over partitions whose consumer lags.
+    /// Evaluates the rules at `at`, except over partitions whose consumer lags: a
+    /// partition lags by the age of the newest message consumed while more wait.
     async fn evaluate(&mut self, at: DateTime<Utc>) {
         if self.alerting.is_none() {
             return;
@@ -625,10 +628,14 @@ impl Aggregator {
                 .collect()
         });
         let now_ms = Utc::now().timestamp_millis();
-        let freeze = i64::try_from(alerting::LAG_FREEZE.as_millis()).unwrap_or(i64::MAX);
         if let Some(a) = &mut self.alerting {
             a.evaluate(at, |p, newest| {
-                unread.contains(&p) && now_ms - newest > freeze
+                // Nothing consumed yet (`newest` 0): its windows are still rebuilding.
+                let behind = u64::try_from(now_ms - newest).unwrap_or(0);
+                match unread.contains(&p) && newest > 0 {
+                    true => Duration::from_millis(behind),
+                    false => Duration::ZERO,
+                }
             })
             .await;
         }

@@ -199,6 +199,10 @@ impl PartitionWatch {
         }
     }
 
+    pub fn watched(&self) -> impl Iterator<Item = &Watched> {
+        self.series.values().flatten()
+    }
+
     pub fn watched_mut(&mut self) -> impl Iterator<Item = &mut Watched> {
         self.series.values_mut().flatten()
     }

@@ -100,3 +100,64 @@ pub async fn summaries(pool: &PgPool, topic: &str) -> anyhow::Result<Vec<RuleSum
         )
         .collect())
 }
+
+/// One aggregator's latest evaluation of one rule.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct Evaluation {
+    pub rule: String,
+    pub owner: String,
+    pub at: DateTime<Utc>,
+    pub series: i32,
+    pub frozen: i32,
+    pub error: Option<String>,
+}
+
+/// Records `owner`'s evaluations of the rules (the latest per rule replaces the one
+/// before), and forgets those of rules no longer evaluated.
+pub async fn record_evaluations(
+    pool: &PgPool,
+    topic: &str,
+    owner: &str,
+    evaluations: &[Evaluation],
+) -> anyhow::Result<()> {
+    let rules: Vec<&str> = evaluations.iter().map(|e| e.rule.as_str()).collect();
+    let at: Vec<DateTime<Utc>> = evaluations.iter().map(|e| e.at).collect();
+    let series: Vec<i32> = evaluations.iter().map(|e| e.series).collect();
+    let frozen: Vec<i32> = evaluations.iter().map(|e| e.frozen).collect();
+    let errors: Vec<Option<&str>> = evaluations.iter().map(|e| e.error.as_deref()).collect();
+    let mut tx = pool.begin().await?;
+    sqlx::query("DELETE FROM rule_evaluations WHERE topic = $1 AND owner = $2 AND rule <> ALL($3)")
+        .bind(topic)
+        .bind(owner)
+        .bind(&rules)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO rule_evaluations (topic, owner, rule, evaluated_at, series, frozen, error)
+         SELECT $1, $2, * FROM UNNEST($3::text[], $4::timestamptz[], $5::int[], $6::int[], $7::text[])
+         ON CONFLICT (topic, rule, owner) DO UPDATE SET evaluated_at = EXCLUDED.evaluated_at,
+             series = EXCLUDED.series, frozen = EXCLUDED.frozen, error = EXCLUDED.error",
+    )
+    .bind(topic)
+    .bind(owner)
+    .bind(&rules)
+    .bind(&at)
+    .bind(&series)
+    .bind(&frozen)
+    .bind(&errors)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Every aggregator's latest evaluation of each rule, by rule then owner.
+pub async fn evaluations(pool: &PgPool, topic: &str) -> anyhow::Result<Vec<Evaluation>> {
+    Ok(sqlx::query_as(
+        "SELECT rule, owner, evaluated_at AS at, series, frozen, error FROM rule_evaluations
+         WHERE topic = $1 ORDER BY rule, owner",
+    )
+    .bind(topic)
+    .fetch_all(pool)
+    .await?)
+}

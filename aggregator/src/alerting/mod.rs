@@ -28,15 +28,18 @@ use tidemark_rules::Rule;
 use tidemark_runtime::rules::{RuleSet, Rules};
 use tidemark_schemas::{Breach, SampleBatchView, Series};
 use tidemark_store::db::PgPool;
-use tidemark_store::rule_states::{self, Stored};
+use tidemark_store::rule_states::{self, Evaluation, Stored};
 
 use crate::telemetry;
 use tidemark_rules::watch::{PartitionWatch, SUB_WINDOW};
 
+use self::lag::Lag;
+pub use self::lag::LAG_FREEZE;
+
+mod lag;
+
 /// Sub-windows are kept this long past the longest window.
 const SUB_WINDOW_MS: i64 = SUB_WINDOW.as_millis() as i64;
-/// A partition lagging more than this is not evaluated.
-pub const LAG_FREEZE: Duration = Duration::from_secs(30);
 /// How long a breach may wait for the broker's acknowledgement.
 const PRODUCE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -62,6 +65,10 @@ pub struct Alerting {
     producer: FutureProducer,
     pool: PgPool,
     partitions: HashMap<i32, PartitionWatch>,
+    /// This aggregator's instance id, which its recorded evaluations carry.
+    owner: String,
+    /// The built-in lag rule's state per partition.
+    lag: Lag,
     /// The newest `produced_at` consumed per partition, for the lag freeze.
     newest: HashMap<i32, i64>,
 }
@@ -75,6 +82,7 @@ impl Alerting {
         breaches_topic: &str,
         brokers: &str,
         pool: PgPool,
+        owner: &str,
     ) -> anyhow::Result<Option<Self>> {
         if !rules.configured() {
             return Ok(None);
@@ -92,6 +100,8 @@ impl Alerting {
             producer,
             pool,
             partitions: HashMap::new(),
+            owner: owner.to_owned(),
+            lag: Lag::default(),
             newest: HashMap::new(),
         }))
     }
@@ -121,15 +131,19 @@ impl Alerting {
         let stored = rule_states::load(&self.pool, &self.samples_topic, partition).await?;
         let mut watch = PartitionWatch::new(from, resume_at);
         for s in stored {
-            let Some(rule) = self.rules.rules.iter().position(|r| r.name == s.rule) else {
-                continue; // a rule no longer in the file
-            };
             let (Ok(series), Ok(state)) = (
                 serde_json::from_value::<Series>(s.series),
                 serde_json::from_value::<SeriesState>(s.state),
             ) else {
                 tracing::warn!(partition, fingerprint = %s.fingerprint, "unreadable stored rule state; starting that series afresh");
                 continue;
+            };
+            if s.rule == lag::RULE {
+                self.lag.restore(partition, state);
+                continue;
+            }
+            let Some(rule) = self.rules.rules.iter().position(|r| r.name == s.rule) else {
+                continue; // a rule no longer in the file
             };
             let id = series_id(&series.service, &series.metric, series.tags.iter());
             watch.restore(&self.rules.rules, id, &series, rule, state);
@@ -153,6 +167,7 @@ impl Alerting {
     /// Stops watching the partitions not in `held`.
     pub fn retain(&mut self, held: impl Fn(i32) -> bool) {
         self.partitions.retain(|p, _| held(*p));
+        self.lag.retain(&held);
         self.newest.retain(|p, _| held(*p));
     }
 
@@ -184,20 +199,30 @@ impl Alerting {
     }
 
     /// Evaluates every rule over every watched series of the partitions that are ready
-    /// and not lagging (`lagging` says which lag), publishing the transitions.
-    pub async fn evaluate(&mut self, at: DateTime<Utc>, lagging: impl Fn(i32, i64) -> bool) {
+    /// and not lagging, and the lag rule over every partition, publishing the
+    /// transitions. `lag` says how far a partition lags, given the `produced_at` of the
+    /// newest message consumed from it.
+    pub async fn evaluate(&mut self, at: DateTime<Utc>, lag: impl Fn(i32, i64) -> Duration) {
         let at_ms = at.timestamp_millis();
         let mut frozen = 0;
         let mut bytes = 0;
+        let mut series = vec![0; self.rules.rules.len()];
         let mut outcomes = Vec::new();
         for (&partition, watch) in &mut self.partitions {
             bytes += watch.approx_bytes();
             let newest = self.newest.get(&partition).copied().unwrap_or(0);
-            if !watch.is_ready() || lagging(partition, newest) {
+            let lag = lag(partition, newest);
+            let lagged = self.lag.evaluate(&self.samples_topic, partition, lag, at);
+            if !watch.is_ready() || lag > LAG_FREEZE {
                 frozen += 1;
+                outcomes.push((partition, lagged.into_iter().collect()));
                 continue;
             }
-            let breaches = watch.evaluate(&self.rules.rules, at);
+            let mut breaches = watch.evaluate(&self.rules.rules, at);
+            breaches.extend(lagged);
+            for (r, _) in watch.watched().flat_map(|w| &w.rules) {
+                series[*r] += 1;
+            }
             outcomes.push((partition, breaches));
             watch.prune(
                 at_ms - i64::try_from(self.span.as_millis()).unwrap_or(i64::MAX) - SUB_WINDOW_MS,
@@ -205,14 +230,44 @@ impl Alerting {
         }
         telemetry::ALERTING_FROZEN.set(frozen as f64);
         telemetry::ALERTING_WINDOW_BYTES.set(bytes as f64);
+        let mut errors: HashMap<String, String> = HashMap::new();
         for (partition, breaches) in outcomes {
             if breaches.is_empty() {
                 continue;
             }
             match self.publish(partition, &breaches).await {
                 Ok(()) => self.keep(partition, breaches),
-                Err(e) => telemetry::breaches_not_published(partition, &e),
+                Err(e) => {
+                    for (b, _) in &breaches {
+                        errors.insert(b.rule.clone(), format!("partition {partition}: {e:#}"));
+                    }
+                    telemetry::breaches_not_published(partition, &e);
+                }
             }
+        }
+        let evaluations: Vec<Evaluation> = self
+            .rules
+            .rules
+            .iter()
+            .zip(series)
+            .map(|(rule, series)| Evaluation {
+                rule: rule.name.clone(),
+                owner: self.owner.clone(),
+                at,
+                series,
+                frozen,
+                error: errors.remove(&rule.name),
+            })
+            .collect();
+        if let Err(e) = rule_states::record_evaluations(
+            &self.pool,
+            &self.samples_topic,
+            &self.owner,
+            &evaluations,
+        )
+        .await
+        {
+            tracing::debug!(error = %e, "rule evaluations not recorded");
         }
     }
 
@@ -256,8 +311,13 @@ impl Alerting {
 
     /// Keeps the states of published transitions in memory.
     fn keep(&mut self, partition: i32, breaches: Vec<(Breach, SeriesState)>) {
+        let (lagged, rules): (Vec<_>, Vec<_>) =
+            breaches.into_iter().partition(|(b, _)| b.rule == lag::RULE);
+        for (_, state) in lagged {
+            self.lag.keep(partition, state);
+        }
         if let Some(watch) = self.partitions.get_mut(&partition) {
-            watch.keep(&self.rules.rules, breaches);
+            watch.keep(&self.rules.rules, rules);
         }
     }
 }

@@ -10,3 +10,4 @@ mod hot;
 mod keys;
 mod leases;
 mod reads;
+mod rule_states;
