@@ -1,6 +1,7 @@
 //! Per-service health of the current hour: status, throughput, error rate, latency
-//! quantiles and the last sample time. Reads the Redis hot copy when it is marked
-//! complete, Postgres otherwise.
+//! quantiles, the last sample time and the firing alerts. Reads the buckets from the
+//! Redis hot copy when it is marked complete, Postgres otherwise, and the firing alerts
+//! from Postgres; [`status`] combines the numbers' status with the worst firing alert.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,7 +13,9 @@ use serde::Serialize;
 use tidemark_model::bucket::{hour_start, HOUR_MS};
 use tidemark_model::time::format_instant;
 use tidemark_model::Bucket;
+use tidemark_rules::rule::Severity;
 use tidemark_runtime::http::ApiError;
+use tidemark_store::alerts::{self as stored_alerts, FiringCount};
 use tidemark_store::hot;
 use tidemark_store::reads::{self, ServiceBucket};
 
@@ -39,8 +42,8 @@ impl Status {
     }
 }
 
-/// Decides a status from the current hour and the last sample time.
-pub fn status(now_ms: i64, last_sample_ms: Option<i64>, current: &Bucket) -> Status {
+/// The status the numbers alone give: from the current hour and the last sample time.
+pub fn numbers_status(now_ms: i64, last_sample_ms: Option<i64>, current: &Bucket) -> Status {
     match last_sample_ms {
         Some(last) if now_ms - last <= STALE_AFTER_MS => match current.error_rate() {
             Some(r) if r >= DOWN_ERROR_RATE => Status::Down,
@@ -48,6 +51,62 @@ pub fn status(now_ms: i64, last_sample_ms: Option<i64>, current: &Bucket) -> Sta
             _ => Status::Healthy,
         },
         _ => Status::Stale,
+    }
+}
+
+/// A service's status: what its numbers say, made worse by its most severe firing
+/// alert (`worst`): critical makes it `down`, warning at least `degraded`, info changes
+/// nothing. An alert also overrides `stale`, which is only the absence of numbers: a
+/// dead man's switch (`absent` rule) firing critical for a silent service shows `down`.
+pub fn status(numbers: Status, worst: Option<Severity>) -> Status {
+    match (numbers, worst) {
+        (_, Some(Severity::Critical)) => Status::Down,
+        (Status::Healthy | Status::Stale, Some(Severity::Warning)) => Status::Degraded,
+        (numbers, _) => numbers,
+    }
+}
+
+/// A service's firing alerts by severity: why its status may be worse than its numbers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct FiringAlerts {
+    /// Of every severity.
+    pub firing: i64,
+    pub critical: i64,
+    pub warning: i64,
+}
+
+impl FiringAlerts {
+    /// Each service's firing alerts from the store's counts.
+    fn by_service(counts: Vec<FiringCount>) -> BTreeMap<String, FiringAlerts> {
+        let mut services = BTreeMap::<String, FiringAlerts>::new();
+        for FiringCount {
+            service,
+            severity,
+            count,
+        } in counts
+        {
+            let alerts = services.entry(service).or_default();
+            alerts.firing += count;
+            match severity.as_str() {
+                "critical" => alerts.critical += count,
+                "warning" => alerts.warning += count,
+                _ => {}
+            }
+        }
+        services
+    }
+
+    /// The most severe of them; `None` when none fires.
+    fn worst(&self) -> Option<Severity> {
+        if self.critical > 0 {
+            Some(Severity::Critical)
+        } else if self.warning > 0 {
+            Some(Severity::Warning)
+        } else if self.firing > 0 {
+            Some(Severity::Info)
+        } else {
+            None
+        }
     }
 }
 
@@ -80,7 +139,9 @@ impl Stats {
 #[derive(Debug, Clone, Serialize)]
 pub struct ServiceHealth {
     pub service: String,
+    /// By [`status`], from the numbers and `alerts`.
     pub status: Status,
+    pub alerts: FiringAlerts,
     pub last_sample_at: Option<String>,
     pub hour_start: String,
     /// All of the service's samples this hour; quantiles are those of `latency_metric`.
@@ -92,8 +153,9 @@ pub struct ServiceHealth {
 }
 
 /// The health of every service, computed at most once per [`OVERVIEW_TTL`] and shared by
-/// the requests meanwhile (they wait for one computation rather than each running
-/// their own: an all-services view costs milliseconds of CPU).
+/// the requests and the `/metrics` gauges meanwhile (they wait for one computation
+/// rather than each running their own: an all-services view costs milliseconds of CPU
+/// and one query of the firing alerts).
 #[derive(Default)]
 pub struct Overview {
     slot: tokio::sync::Mutex<Option<(std::time::Instant, Arc<Vec<ServiceHealth>>)>>,
@@ -131,7 +193,9 @@ async fn recent(
     Ok((rows, "postgres"))
 }
 
-/// Health of every service (or one), with a per-metric breakdown when `detail`.
+/// Health of every service (or one), with a per-metric breakdown when `detail`: the
+/// recent buckets and one query of the firing alerts, read concurrently. Fails when the
+/// alerts cannot be read rather than show a status that may hide a firing alert.
 pub async fn compute(
     state: &ApiState,
     service: Option<&str>,
@@ -139,14 +203,26 @@ pub async fn compute(
 ) -> anyhow::Result<Vec<ServiceHealth>> {
     let now = chrono::Utc::now().timestamp_millis();
     let current = hour_start(now);
-    let (rows, source) = recent(state, service, [current - HOUR_MS, current]).await?;
-    Ok(summarise(rows, now, &state.latency_metric, detail, source))
+    let ((rows, source), firing) = tokio::try_join!(
+        recent(state, service, [current - HOUR_MS, current]),
+        stored_alerts::firing_by_service(&state.pool, service),
+    )?;
+    let firing = FiringAlerts::by_service(firing);
+    Ok(summarise(
+        rows,
+        &firing,
+        now,
+        &state.latency_metric,
+        detail,
+        source,
+    ))
 }
 
 /// The health at `now` of each service in `rows` (of `now`'s hour and the one before), in
-/// name order; `source` says where the rows came from.
+/// name order, with its `firing` alerts; `source` says where the rows came from.
 fn summarise(
     rows: Vec<ServiceBucket>,
+    firing: &BTreeMap<String, FiringAlerts>,
     now: i64,
     latency_metric: &str,
     detail: bool,
@@ -193,8 +269,10 @@ fn summarise(
             let latency = Stats::new(&acc.latency, elapsed_s);
             (current_hour.p50, current_hour.p95, current_hour.p99) =
                 (latency.p50, latency.p95, latency.p99);
+            let alerts = firing.get(&service).copied().unwrap_or_default();
             ServiceHealth {
-                status: status(now, acc.last, &acc.all),
+                status: status(numbers_status(now, acc.last, &acc.all), alerts.worst()),
+                alerts,
                 service,
                 last_sample_at: acc.last.map(format_instant),
                 hour_start: format_instant(current),
@@ -242,7 +320,8 @@ pub async fn one_service(
 }
 
 /// `GET /v1/health`: the overall status is the worst service status; stale services
-/// are listed but do not make the whole system unhealthy.
+/// are listed but do not make the whole system unhealthy (a firing alert makes a
+/// service `degraded` or `down`, not `stale`, so it does).
 pub async fn overall(State(state): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
     let mut services = state.overview.get(&state).await?.as_ref().clone();
     let overall = services
@@ -302,7 +381,24 @@ mod tests {
             ServiceBucket::listing("api".into(), current),
             ServiceBucket::listing("idle".into(), current),
         ];
-        let health = summarise(rows, now, "http.server.duration", true, "redis");
+        let firing = FiringAlerts::by_service(vec![
+            FiringCount {
+                service: "idle".into(),
+                severity: "warning".into(),
+                count: 2,
+            },
+            FiringCount {
+                service: "idle".into(),
+                severity: "info".into(),
+                count: 1,
+            },
+            FiringCount {
+                service: "gone".into(),
+                severity: "critical".into(),
+                count: 1,
+            },
+        ]);
+        let health = summarise(rows, &firing, now, "http.server.duration", true, "redis");
         let names: Vec<&str> = health.iter().map(|h| h.service.as_str()).collect();
         assert_eq!(names, ["api", "idle"]);
         let (api, idle) = (&health[0], &health[1]);
@@ -312,6 +408,7 @@ mod tests {
         );
         assert_eq!(api.current_hour.throughput_per_s, 1.5);
         assert_eq!(api.status, Status::Degraded);
+        assert_eq!(api.alerts, FiringAlerts::default());
         assert_eq!(
             api.last_sample_at.as_deref(),
             Some(format_instant(now - 1).as_str())
@@ -328,24 +425,68 @@ mod tests {
         );
         assert_eq!(
             (idle.status, idle.last_sample_at.as_deref()),
-            (Status::Stale, None)
+            (Status::Degraded, None),
+            "stale by its numbers, degraded by its warnings"
+        );
+        assert_eq!(
+            idle.alerts,
+            FiringAlerts {
+                firing: 3,
+                critical: 0,
+                warning: 2
+            }
         );
         assert_eq!(idle.source, "redis");
-        let brief = summarise(Vec::new(), now, "m", false, "postgres");
-        assert!(brief.is_empty());
+        let brief = summarise(Vec::new(), &firing, now, "m", false, "postgres");
+        assert!(brief.is_empty(), "alerts of a service without samples");
     }
 
     #[test]
-    fn status_follows_error_rate_and_freshness() {
+    fn numbers_status_follows_error_rate_and_freshness() {
         let now = 100 * 60_000;
-        assert_eq!(status(now, Some(now), &bucket(100, 0)), Status::Healthy);
-        assert_eq!(status(now, Some(now), &bucket(100, 5)), Status::Degraded);
-        assert_eq!(status(now, Some(now), &bucket(100, 50)), Status::Down);
+        let status = |last, b: &Bucket| numbers_status(now, last, b);
+        assert_eq!(status(Some(now), &bucket(100, 0)), Status::Healthy);
+        assert_eq!(status(Some(now), &bucket(100, 5)), Status::Degraded);
+        assert_eq!(status(Some(now), &bucket(100, 50)), Status::Down);
         assert_eq!(
-            status(now, Some(now - STALE_AFTER_MS - 1), &bucket(100, 0)),
+            status(Some(now - STALE_AFTER_MS - 1), &bucket(100, 0)),
             Status::Stale
         );
-        assert_eq!(status(now, None, &Bucket::default()), Status::Stale);
+        assert_eq!(status(None, &Bucket::default()), Status::Stale);
         assert!(Status::Down > Status::Degraded && Status::Degraded > Status::Healthy);
+    }
+
+    #[test]
+    fn the_worst_firing_alert_makes_the_status_worse_never_better() {
+        use Severity::{Critical, Info, Warning};
+        use Status::{Degraded, Down, Healthy, Stale};
+        // Rows: the numbers' status; columns: no alert, info, warning, critical.
+        let table = [
+            (Healthy, [Healthy, Healthy, Degraded, Down]),
+            (Degraded, [Degraded, Degraded, Degraded, Down]),
+            (Down, [Down, Down, Down, Down]),
+            (Stale, [Stale, Stale, Degraded, Down]),
+        ];
+        for (numbers, expected) in table {
+            for (worst, want) in [None, Some(Info), Some(Warning), Some(Critical)]
+                .into_iter()
+                .zip(expected)
+            {
+                assert_eq!(status(numbers, worst), want, "{numbers:?} × {worst:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_worst_firing_alert_is_the_most_severe_counted() {
+        let alerts = |critical, warning, info| FiringAlerts {
+            firing: critical + warning + info,
+            critical,
+            warning,
+        };
+        assert_eq!(alerts(0, 0, 0).worst(), None);
+        assert_eq!(alerts(0, 0, 1).worst(), Some(Severity::Info));
+        assert_eq!(alerts(0, 3, 1).worst(), Some(Severity::Warning));
+        assert_eq!(alerts(1, 3, 1).worst(), Some(Severity::Critical));
     }
 }

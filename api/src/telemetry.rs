@@ -7,7 +7,7 @@ tidemark_runtime::define_metrics! {
     pub const SERVICE_HEALTH_STATUS: Gauge<1> = Gauge::new(
         "tidemark_service_health_status",
         &["service"],
-        "Health of the service over the current hour: 0 healthy, 1 degraded, 2 down, 3 stale.",
+        "Health of the service as `GET /v1/health/services` shows it (the current hour and its firing alerts): 0 healthy, 1 degraded, 2 down, 3 stale.",
     );
     pub const SERVICE_THROUGHPUT: Gauge<1> = Gauge::new(
         "tidemark_service_throughput_per_second",

@@ -704,6 +704,40 @@ pub async fn open(pool: &PgPool, inhibit: &[InhibitRule]) -> anyhow::Result<Vec<
     Ok(alerts)
 }
 
+/// How many alerts of one severity fire for one service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FiringCount {
+    pub service: String,
+    /// `critical`, `warning` or `info`.
+    pub severity: String,
+    pub count: i64,
+}
+
+/// The firing alerts of every service (or of `service`) counted by severity, in one
+/// query: what a service's health status reflects. Silenced and inhibited alerts
+/// count, as they still fire (silences and inhibition mute notifications).
+pub async fn firing_by_service(
+    pool: &PgPool,
+    service: Option<&str>,
+) -> anyhow::Result<Vec<FiringCount>> {
+    let rows = sqlx::query(
+        "SELECT service, severity, count(*) FROM alerts \
+         WHERE state = 'firing' AND ($1::text IS NULL OR service = $1) \
+         GROUP BY service, severity ORDER BY service, severity",
+    )
+    .bind(service)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| FiringCount {
+            service: r.get(0),
+            severity: r.get(1),
+            count: r.get(2),
+        })
+        .collect())
+}
+
 async fn get_alert(pool: &PgPool, id: i64) -> sqlx::Result<Option<Alert>> {
     let row = sqlx::query(&format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id = $1"))
         .bind(id)

@@ -15,6 +15,7 @@ mod local {
     mod api_limits;
     mod compose;
     mod fencing;
+    mod health;
     mod ingest;
     mod rules;
     mod rules_api;

@@ -543,6 +543,55 @@ async fn the_list_filters_and_the_stats_count() {
 }
 
 #[tokio::test]
+async fn firing_alerts_are_counted_per_service_and_severity() {
+    let pool = fresh_test_database().await.1;
+    let on = |service: &str, fingerprint: &str, severity: Severity, state: BreachState| {
+        let mut b = breach(fingerprint, 1, state, "breached");
+        b.series.service = service.into();
+        b.severity = severity;
+        b
+    };
+    let breaches = [
+        on("api", "c1", Severity::Critical, BreachState::Firing),
+        on("api", "c2", Severity::Critical, BreachState::Firing),
+        on("api", "w1", Severity::Warning, BreachState::Firing),
+        on("api", "p1", Severity::Critical, BreachState::Pending),
+        on("db", "i1", Severity::Info, BreachState::Firing),
+        on("db", "r1", Severity::Critical, BreachState::Firing),
+    ];
+    for (offset, b) in (0..).zip(&breaches) {
+        apply(&pool, b, offset).await;
+    }
+    let mut resolved = breaches[5].clone();
+    (resolved.seq, resolved.state) = (2, BreachState::Ok);
+    apply(&pool, &resolved, 6).await;
+
+    let counts = |service: Option<&'static str>| {
+        let pool = pool.clone();
+        async move {
+            alerts::firing_by_service(&pool, service)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|c| (c.service, c.severity, c.count))
+                .collect::<Vec<_>>()
+        }
+    };
+    let row = |service: &str, severity: &str, n: i64| (service.to_owned(), severity.to_owned(), n);
+    assert_eq!(
+        counts(None).await,
+        [
+            row("api", "critical", 2),
+            row("api", "warning", 1),
+            row("db", "info", 1)
+        ],
+        "pending and resolved alerts do not count"
+    );
+    assert_eq!(counts(Some("db")).await, [row("db", "info", 1)]);
+    assert!(counts(Some("web")).await.is_empty());
+}
+
+#[tokio::test]
 async fn one_alerter_holds_the_lock_at_a_time() {
     let pool = fresh_test_database().await.1;
     let mut first = AlerterLock::connect(&pool, TOPIC).await.unwrap();

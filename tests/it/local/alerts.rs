@@ -301,7 +301,7 @@ async fn admins_acknowledge_and_readers_may_not() {
 }
 
 /// `b`, of severity critical.
-fn critical(mut b: Breach) -> Breach {
+pub(crate) fn critical(mut b: Breach) -> Breach {
     b.severity = Severity::Critical;
     b
 }

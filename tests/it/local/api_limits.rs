@@ -7,7 +7,6 @@ use axum::http::StatusCode;
 use serde_json::Value;
 use tidemark_api::series::{MAX_BUCKET_ROWS, MAX_RANGE_MS};
 use tidemark_model::bucket::{hour_start, HOUR_MS};
-use tidemark_model::Bucket;
 
 use crate::support::api::Api;
 use crate::support::redis_url;
@@ -25,43 +24,6 @@ impl Api {
             "{uri}: the message names {param}: {message}"
         );
         message
-    }
-
-    /// A series and one bucket (a single sample of 1.0) in each of `hours` consecutive
-    /// hours from `first_hour_ms`.
-    async fn insert_series(
-        &self,
-        id: i64,
-        service: &str,
-        metric: &str,
-        tags: &str,
-        first_hour_ms: i64,
-        hours: i64,
-    ) {
-        sqlx::query(
-            "INSERT INTO series (id, service, metric, tags) VALUES ($1, $2, $3, $4::jsonb)",
-        )
-        .bind(id)
-        .bind(service)
-        .bind(metric)
-        .bind(tags)
-        .execute(&self.pool)
-        .await
-        .unwrap();
-        let mut one = Bucket::default();
-        one.add(1.0, 1, false, first_hour_ms);
-        sqlx::query(
-            "INSERT INTO buckets (series_id, hour, count, error_count, sum, min, max, last_at, sketch) \
-             SELECT $1, h, 1, 0, 1, 1, 1, h, $2 \
-             FROM generate_series(to_timestamp($3 / 1000.0), to_timestamp($3 / 1000.0) + ($4 - 1) * interval '1 hour', interval '1 hour') h",
-        )
-        .bind(id)
-        .bind(one.sketch.to_bytes())
-        .bind(first_hour_ms)
-        .bind(hours)
-        .execute(&self.pool)
-        .await
-        .unwrap();
     }
 }
 

@@ -53,7 +53,7 @@ impl Harness {
 
 /// A silence body with `matchers` (`[name, op, value]`), from `starts_at` (now if
 /// `None`) for two hours.
-fn silence_body(matchers: &[[&str; 3]], starts_at: Option<&str>) -> Value {
+pub(crate) fn silence_body(matchers: &[[&str; 3]], starts_at: Option<&str>) -> Value {
     let matchers: Vec<Value> = matchers
         .iter()
         .map(|[name, op, value]| json!({"name": name, "op": op, "value": value}))

@@ -1,7 +1,8 @@
 //! The API in process, for the `local` tests of its routes: every route but the ops
 //! routes on a fresh database and the test Redis, a `read` and an `admin` key, and a
-//! request helper that answers the status and the body as JSON, and a check of SPEC's
-//! error body. Also a directory of a test's own, for a rules file.
+//! request helper that answers the status and the body as JSON, a check of SPEC's
+//! error body, and series with buckets written straight into Postgres. Also a
+//! directory of a test's own, for a rules file.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use axum::Router;
 use serde_json::Value;
 use sqlx::PgPool;
 use tidemark_api::{health, rules, ApiState};
+use tidemark_model::Bucket;
 use tidemark_runtime::auth::{create_key, KeyStore, Role};
 use tidemark_runtime::config::{Secret, Topics};
 use tidemark_runtime::rules::Rules;
@@ -107,6 +109,44 @@ impl Api {
     /// `GET uri` with the `read` key.
     pub async fn get(&self, uri: &str) -> (StatusCode, Value) {
         self.call("GET", uri, &self.read, "").await
+    }
+
+    /// A series and one bucket (a single sample of 1.0) in each of `hours` consecutive
+    /// hours from `first_hour_ms`, its last sample at the hour's end, or now in the
+    /// current hour, as an aggregator's flush leaves them.
+    pub async fn insert_series(
+        &self,
+        id: i64,
+        service: &str,
+        metric: &str,
+        tags: &str,
+        first_hour_ms: i64,
+        hours: i64,
+    ) {
+        sqlx::query(
+            "INSERT INTO series (id, service, metric, tags) VALUES ($1, $2, $3, $4::jsonb)",
+        )
+        .bind(id)
+        .bind(service)
+        .bind(metric)
+        .bind(tags)
+        .execute(&self.pool)
+        .await
+        .unwrap();
+        let mut one = Bucket::default();
+        one.add(1.0, 1, false, first_hour_ms);
+        sqlx::query(
+            "INSERT INTO buckets (series_id, hour, count, error_count, sum, min, max, last_at, sketch) \
+             SELECT $1, h, 1, 0, 1, 1, 1, least(h + interval '1 hour' - interval '1 millisecond', now()), $2 \
+             FROM generate_series(to_timestamp($3 / 1000.0), to_timestamp($3 / 1000.0) + ($4 - 1) * interval '1 hour', interval '1 hour') h",
+        )
+        .bind(id)
+        .bind(one.sketch.to_bytes())
+        .bind(first_hour_ms)
+        .bind(hours)
+        .execute(&self.pool)
+        .await
+        .unwrap();
     }
 }
 
