@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use chrono::{DateTime, Utc};
-use tidemark_model::time::format_instant;
+use tidemark_model::time::{format_duration, format_instant};
 use tidemark_rules::rules_test::{self, Outcome, TestFile};
 use tidemark_rules::{schedule::LOOKAHEAD, Rule};
 
@@ -56,10 +56,8 @@ fn describe(rule: &Rule, now: DateTime<Utc>) -> String {
     let current = match in_force.schedule {
         Some(i) if in_force.muted => format!("muted by {}", label(i)),
         Some(i) => format!(
-            "{} {} {} ({}) by {}",
-            rule.stat.as_str(),
-            rule.op.as_str(),
-            in_force.threshold,
+            "{} ({}) by {}",
+            condition(rule, in_force.threshold),
             in_force.severity.as_str(),
             label(i)
         ),
@@ -70,13 +68,20 @@ fn describe(rule: &Rule, now: DateTime<Utc>) -> String {
         |t| format_instant(t.timestamp_millis()),
     );
     format!(
-        "{}: {} {} {} ({}); now {current}; next change {next}",
+        "{}: {} ({}); now {current}; next change {next}",
         rule.name,
-        rule.stat.as_str(),
-        rule.op.as_str(),
-        rule.threshold,
+        condition(rule, rule.threshold),
         rule.severity.as_str(),
     )
+}
+
+/// What the rule compares with `threshold`, e.g. `p95 > 800`; for an absent rule the
+/// silence it fires on, e.g. `absent 2m` (no sample for 2 minutes).
+fn condition(rule: &Rule, threshold: f64) -> String {
+    match rule.absent {
+        Some(absent) => format!("absent {}", format_duration(absent)),
+        None => format!("{} {} {threshold}", rule.stat.as_str(), rule.op.as_str()),
+    }
 }
 
 /// How a test file went, worst last: its exit code.

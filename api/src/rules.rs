@@ -130,7 +130,8 @@ fn instant(t: DateTime<Utc>) -> String {
 }
 
 /// One rule as `GET /v1/rules` shows it at `at`: its fields as the rules file writes
-/// them, what is in force, the next change within [`tidemark_rules::schedule::LOOKAHEAD`]
+/// them (an absent rule's `absent`, `null` for others, beside the `count < 1` over that
+/// window it evaluates, as its breaches carry it), what is in force, the next change within [`tidemark_rules::schedule::LOOKAHEAD`]
 /// (`null` when none), and what its stored series states say (`states`; none: zeros).
 pub fn to_json(rule: &Rule, at: DateTime<Utc>, states: Option<&RuleSummary>) -> Value {
     let in_force = rule.in_force(at);
@@ -140,6 +141,7 @@ pub fn to_json(rule: &Rule, at: DateTime<Utc>, states: Option<&RuleSummary>) -> 
         "service": rule.service,
         "metric": rule.metric,
         "tags": rule.tags,
+        "absent": rule.absent.map(format_duration),
         "stat": rule.stat.as_str(),
         "window": format_duration(rule.window),
         "op": rule.op.as_str(),
@@ -249,6 +251,14 @@ rules:
     op: ">="
     threshold: 0.05
     severity: info
+  - name: heartbeat
+    service: checkout
+    metric: heartbeat
+    absent: 2m
+    severity: critical
+    schedules:
+      - days: [sat, sun]
+        severity: warning
 receivers: []
 routes: []
 "#;
@@ -280,6 +290,7 @@ routes: []
                 "service": "checkout",
                 "metric": "http.server.duration_ms",
                 "tags": {"route": "/api/cart"},
+                "absent": null,
                 "stat": "p95",
                 "window": "5m",
                 "op": ">",
@@ -360,5 +371,24 @@ routes: []
         assert_eq!(plain["schedules"], json!([]));
         assert_eq!(plain["in_force"]["schedule"], Value::Null);
         assert_eq!(plain["next_change"], Value::Null);
+    }
+
+    #[test]
+    fn an_absent_rule_shows_its_duration_and_the_count_it_evaluates() {
+        // Saturday: the weekend schedule makes it a warning.
+        let shown = to_json(&rules()[2], at("2026-06-06T10:00:00Z"), None);
+        assert_eq!(shown["absent"], "2m");
+        assert_eq!(
+            (
+                &shown["stat"],
+                &shown["op"],
+                &shown["threshold"],
+                &shown["window"]
+            ),
+            (&json!("count"), &json!("<"), &json!(1.0), &json!("2m"))
+        );
+        assert_eq!(shown["min_count"], Value::Null);
+        assert_eq!(shown["in_force"]["severity"], "warning");
+        assert_eq!(shown["severity"], "critical");
     }
 }

@@ -37,6 +37,25 @@
 //! - **Severity.** A firing series whose severity in force changes (a Saturday schedule
 //!   starting or ending) is escalated to the new severity, either way, as long as it keeps
 //!   firing, even on an evaluation without a verdict.
+//! - **`absent`.** An absent rule (a dead man's switch) is `count < 1` over a window of
+//!   its absent duration, so the no-data rule above makes silence a breach: a series that
+//!   reported before `at` is breached at the first evaluation at `at` with no sample in
+//!   `[at - absent, at)` (one that reports until `T` from `T + absent` on; before its
+//!   first sample a series is not judged, see [`crate::watch`]), pends for `for`,
+//!   fires, and resolves (`recovered`, after `keep_firing_for`) at the first evaluation
+//!   whose window holds a sample again. `{{ value }}` is the count (0 while silent).
+//!   Schedules may mute it or change its severity, not its threshold.
+//!
+//!   Only a known series can be missed. The aggregator knows a series that reported
+//!   since it last rebuilt its windows from the log (after a start or a rebalance; they
+//!   reach back the longest window of any rule) or whose alert with some rule is pending
+//!   or firing (that state is stored), and while an absent rule watches a series it
+//!   never forgets it ([`crate::watch`]). A series that never reported, or went silent
+//!   longer ago than that, is not missed: like Prometheus `absent()`, which needs a
+//!   selector naming the series, an absent rule is meant for series that must keep
+//!   reporting, named by `service`, `metric` and `tags`, with an absent duration of
+//!   several of their reporting intervals. A series that went away for good (`service:
+//!   *` over a decommissioned service) fires until it reports again or the rule changes.
 //! - **Maintenance.** A maintenance window starting resolves a pending or firing series
 //!   (`maintenance`); while it lasts nothing starts; after it, evaluation starts afresh,
 //!   with a new `for`.

@@ -41,10 +41,14 @@ pub struct RawRule {
     pub metric: String,
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
-    pub stat: Stat,
-    pub window: DurationText,
-    pub op: Op,
-    pub threshold: f64,
+    /// A rule that fires when its series sent no sample for this long (a dead man's
+    /// switch); such a rule has no stat, window, op, threshold, resolve_threshold or
+    /// min_count ([`crate::validate`] says so).
+    pub absent: Option<DurationText>,
+    pub stat: Option<Stat>,
+    pub window: Option<DurationText>,
+    pub op: Option<Op>,
+    pub threshold: Option<f64>,
     pub resolve_threshold: Option<f64>,
     #[serde(rename = "for")]
     pub for_: Option<DurationText>,

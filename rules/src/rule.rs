@@ -17,6 +17,10 @@ pub struct Rule {
     pub metric: String,
     /// Tags a series must carry, exactly.
     pub tags: BTreeMap<String, String>,
+    /// For an absent rule (a dead man's switch), how long its series may send no sample
+    /// before it fires. Such a rule is `count < 1` over a window of that duration: its
+    /// `stat`, `op`, `threshold` and `window` say so (see [`crate::eval`]).
+    pub absent: Option<Duration>,
     pub stat: Stat,
     pub window: Duration,
     pub op: Op,

@@ -4,14 +4,15 @@
 //! the inhibit rules into [`InhibitRule`]s, errors naming their place in `inhibit`, e.g.
 //! `inhibit[0]: equal[1]: label names must match [a-zA-Z_][a-zA-Z0-9_]*`.
 //!
-//! Besides each value's own form it checks what spans fields: a `resolve_threshold` on
-//! the non-firing side of its threshold (for a schedule, of the threshold in force with
-//! it), unique rule names, and no two override schedules of a rule that may be in force at
-//! once. That last check is conservative: two overrides in the same time zone whose
-//! weekdays-and-hours and whose dates intersect are refused even when the combination
-//! never occurs on a real calendar. Overrides in different zones, and maintenance
-//! windows, are not compared: file order decides (see [`crate::schedule`]). Annotation
-//! templates are checked by [`crate::template::check`].
+//! Besides each value's own form it checks what spans fields: a rule either compares a
+//! `stat` or is an `absent` rule, which names no stat, window, op or thresholds
+//! (`condition.rs`); a `resolve_threshold` on the non-firing side of its threshold (for a
+//! schedule, of the threshold in force with it), unique rule names, and no two override
+//! schedules of a rule that may be in force at once. That last check is conservative:
+//! two overrides in the same time zone whose weekdays-and-hours and whose dates intersect
+//! are refused even when the combination never occurs on a real calendar. Overrides in
+//! different zones, and maintenance windows, are not compared: file order decides (see
+//! [`crate::schedule`]). Annotation templates are checked by [`crate::template::check`].
 
 use std::collections::HashSet;
 use std::fmt;
@@ -26,6 +27,10 @@ use crate::file::{Day, DurationText, Op, RawInhibit, RawRule, RawSchedule, Sever
 use crate::inhibit::InhibitRule;
 use crate::rule::{Effect, MonthDay, Rule, Schedule};
 use crate::template;
+
+use self::condition::Condition;
+
+mod condition;
 
 /// Which rule an error is about: its place in `rules` and, when it has one, its name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,23 +155,12 @@ fn rule(mut raw: RawRule, errors: &mut Errors<'_>) -> Option<Rule> {
             errors.push(e.field, e.message);
         }
     }
-    let window = errors.check(
-        "window",
-        parse_duration(&raw.window.text()).and_then(at_least_a_second),
-    );
+    let condition = condition::condition(&raw, errors);
     let for_ = errors.check("for", optional_duration(raw.for_.as_ref()));
     let keep_firing_for = errors.check(
         "keep_firing_for",
         optional_duration(raw.keep_firing_for.as_ref()),
     );
-    if let Err(e) = finite(raw.threshold) {
-        errors.push("threshold", e);
-    }
-    if let Some(resolve) = raw.resolve_threshold {
-        if let Err(e) = finite(resolve).and_then(|r| hysteresis(raw.op, raw.threshold, r)) {
-            errors.push("resolve_threshold", e);
-        }
-    }
     for name in raw.labels.keys() {
         if let Err(e) = label_name(name) {
             errors.push(format!("labels.{name}"), e);
@@ -183,21 +177,23 @@ fn rule(mut raw: RawRule, errors: &mut Errors<'_>) -> Option<Rule> {
     let schedules: Vec<Schedule> = std::mem::take(&mut raw.schedules)
         .into_iter()
         .enumerate()
-        .filter_map(|(i, s)| schedule(i, s, &raw, errors))
+        .filter_map(|(i, s)| schedule(i, s, &raw, condition.as_ref(), errors))
         .collect();
     overlaps(&schedules, errors);
     if errors.found.len() > before {
         return None;
     }
+    let condition = condition?;
     Some(Rule {
         name: raw.name,
         service: raw.service,
         metric: raw.metric,
         tags: raw.tags,
-        stat: raw.stat,
-        window: window?,
-        op: raw.op,
-        threshold: raw.threshold,
+        absent: condition.absent,
+        stat: condition.stat,
+        window: condition.window,
+        op: condition.op,
+        threshold: condition.threshold,
         resolve_threshold: raw.resolve_threshold,
         for_: for_?,
         keep_firing_for: keep_firing_for?,
@@ -213,6 +209,7 @@ fn schedule(
     index: usize,
     raw: RawSchedule,
     rule: &RawRule,
+    condition: Option<&Condition>,
     errors: &mut Errors<'_>,
 ) -> Option<Schedule> {
     let field = |name: &str| format!("schedules[{index}].{name}");
@@ -258,7 +255,7 @@ fn schedule(
                 "sets nothing: give threshold, resolve_threshold or severity, or maintenance: true",
             );
         }
-        schedule_thresholds(index, &raw, rule, errors);
+        condition::schedule_thresholds(index, &raw, rule.resolve_threshold, condition, errors);
         Effect::Override {
             threshold: raw.threshold,
             resolve_threshold: raw.resolve_threshold,
@@ -277,22 +274,6 @@ fn schedule(
         dates: dates?,
         effect,
     })
-}
-
-/// An override replaces the values it names; the pair in force with it must still hold.
-fn schedule_thresholds(index: usize, raw: &RawSchedule, rule: &RawRule, errors: &mut Errors<'_>) {
-    if let Some(threshold) = raw.threshold {
-        if let Err(e) = finite(threshold) {
-            errors.push(format!("schedules[{index}].threshold"), e);
-            return;
-        }
-    }
-    let threshold = raw.threshold.unwrap_or(rule.threshold);
-    if let Some(resolve) = raw.resolve_threshold.or(rule.resolve_threshold) {
-        if let Err(e) = finite(resolve).and_then(|r| hysteresis(rule.op, threshold, r)) {
-            errors.push(format!("schedules[{index}].resolve_threshold"), e);
-        }
-    }
 }
 
 /// Refuses two override schedules of one rule that may be in force at the same time.

@@ -7,6 +7,19 @@
 //! than its buckets (see `Alerting::rebuild_from`): until the feed reaches the offset its
 //! buckets resumed at, its windows are incomplete and its rules are not evaluated, so a
 //! restart never invents a transition.
+//!
+//! An `absent` rule judges a series only from the first evaluation after it is known:
+//! after the event time of the first sample its window took, or at once when restored
+//! pending or firing with some rule. Before that its window is empty only because the
+//! series has not started (its first sample at or after the evaluation instant), which
+//! is not silence.
+//!
+//! A series is forgotten ([`PartitionWatch::prune`]) once its window is empty and none
+//! of its rules is pending or firing, except a known one that an `absent` rule watches.
+//! Its silence is what that rule waits for, and the pending state silence causes is kept
+//! only once its transition is published ([`PartitionWatch::keep`]): a failed publish,
+//! or a sweep in the same evaluation, would otherwise forget the series before it could
+//! fire. Such a series is kept until a reload leaves it no absent rule.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -29,6 +42,11 @@ pub struct Watched {
     pub window: RollingWindow,
     /// Each matching rule (its index in the rules) and where the series stands with it.
     pub rules: Vec<(usize, SeriesState)>,
+    /// An `absent` rule watches it: once known, it is never pruned.
+    absent: bool,
+    /// The event time from which the series is known to report: of the first sample its
+    /// window took, or the earliest instant when restored pending or firing.
+    known_since: Option<i64>,
     /// The window holds every sample with event time from here on: a rule whose window
     /// reaches further back is not evaluated yet (after a reload, see
     /// [`PartitionWatch::reload`]).
@@ -53,6 +71,7 @@ impl Watched {
             .map(|(i, _)| (i, SeriesState::default()))
             .collect();
         let span = matching.iter().map(|(r, _)| rules[*r].window).max()?;
+        let absent = matching.iter().any(|(r, _)| rules[*r].absent.is_some());
         Some(Watched {
             id,
             series: Series {
@@ -65,6 +84,8 @@ impl Watched {
             },
             window: RollingWindow::new(span, SUB_WINDOW),
             rules: matching,
+            absent,
+            known_since: None,
             complete_from,
         })
     }
@@ -159,8 +180,12 @@ impl PartitionWatch {
                 Watched::of(rules, id, s.service, s.metric, &s.tags, self.complete_from)
             });
             if let Some(w) = watched {
-                w.window
-                    .add(s.value, s.count.max(1) as u64, s.error, s.timestamp, now_ms);
+                let taken =
+                    w.window
+                        .add(s.value, s.count.max(1) as u64, s.error, s.timestamp, now_ms);
+                if taken {
+                    w.known_since = Some(w.known_since.map_or(s.timestamp, |k| k.min(s.timestamp)));
+                }
             }
         }
     }
@@ -191,10 +216,11 @@ impl PartitionWatch {
                 self.complete_from,
             )
         });
-        if let Some((_, s)) = watched
-            .as_mut()
-            .and_then(|w| w.rules.iter_mut().find(|(r, _)| *r == rule))
-        {
+        let Some(w) = watched.as_mut() else { return };
+        if let Some((_, s)) = w.rules.iter_mut().find(|(r, _)| *r == rule) {
+            if state.phase != Phase::Inactive {
+                w.known_since = Some(i64::MIN);
+            }
             *s = state;
         }
     }
@@ -219,6 +245,9 @@ impl PartitionWatch {
                 let from = at_ms.saturating_sub(millis(rule.window));
                 if from < w.complete_from {
                     continue; // its window is not complete yet
+                }
+                if rule.absent.is_some() && w.known_since.is_none_or(|k| k >= at_ms) {
+                    continue; // it has not started reporting yet
                 }
                 let mut next = state.clone();
                 match eval::evaluate(rule, &mut next, at, &w.window.summary(from, at_ms)) {
@@ -269,6 +298,7 @@ impl PartitionWatch {
             let held = w.window.span();
             let wanted = moved.window.span();
             moved.window = w.window;
+            moved.known_since = w.known_since;
             if wanted > held {
                 moved.window.set_span(wanted);
                 moved.complete_from = moved.complete_from.max(at_ms.saturating_sub(millis(held)));
@@ -295,14 +325,17 @@ impl PartitionWatch {
     }
 
     /// Forgets what lies before `before_ms`: sub-windows, chunk ids, and watched series
-    /// left with no samples and no rule in a pending or firing state.
+    /// left with no samples and no rule in a pending or firing state, unless an absent
+    /// rule watches them and they are known.
     pub fn prune(&mut self, before_ms: i64) {
         self.chunks.retain(|_, seen| *seen >= before_ms);
         self.series.retain(|_, watched| match watched {
             None => true,
             Some(w) => {
                 w.window.prune(before_ms);
-                !w.window.is_empty() || w.rules.iter().any(|(_, s)| s.phase != Phase::Inactive)
+                (w.absent && w.known_since.is_some())
+                    || !w.window.is_empty()
+                    || w.rules.iter().any(|(_, s)| s.phase != Phase::Inactive)
             }
         });
     }
@@ -519,6 +552,126 @@ routes: []
             w.evaluate(&rules, at).is_empty(),
             "kept: nothing new to announce"
         );
+    }
+
+    /// A heartbeat of checkout at `ts`.
+    fn heartbeat(ts: i64) -> SampleBatch {
+        let mut b = batch(&[("checkout", "heartbeat", "eu")], vec![]);
+        b.samples[0].timestamp = ts;
+        b
+    }
+
+    fn absent_rules() -> Vec<Rule> {
+        crate::parse(
+            "rules:
+  - {name: heartbeat, service: checkout, metric: heartbeat, absent: 2m, for: 1m, severity: critical, annotations: {summary: '{{ value }} heartbeats'}}
+  - {name: any, service: '*', metric: lat, stat: max, window: 5m, op: '>', threshold: 100, severity: warning}
+receivers: []
+routes: []
+",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn an_absent_rule_fires_once_its_series_is_silent_for_its_duration_and_resolves_on_a_sample() {
+        let rules = absent_rules();
+        let t = NOW - NOW.rem_euclid(60_000);
+        // Every 10 s from t - 1m until t, then one at t + 5m. The first evaluation, at
+        // t - 1m, has the first sample at its very instant, outside its window: the
+        // series has not started, it is not silent.
+        let fed: Vec<i64> = (-6..0)
+            .map(|n| t + n * 10_000)
+            .chain([t + 300_000])
+            .collect();
+        let mut w = PartitionWatch::new(0, 0);
+        let mut seen = Vec::new();
+        for step in -6..=60 {
+            let at_ms = t + step * 10_000;
+            for (offset, &ts) in fed.iter().enumerate() {
+                if ts <= at_ms {
+                    w.feed(&rules, offset as i64, &heartbeat(ts).view(), ts);
+                }
+            }
+            let at = DateTime::from_timestamp_millis(at_ms).unwrap();
+            let out = w.evaluate(&rules, at);
+            for (b, _) in &out {
+                let summary = b.annotations["summary"].clone();
+                seen.push((at_ms - t, b.state, b.value, b.reason.clone(), summary));
+            }
+            // As the aggregator does: the sweep comes before the states are kept.
+            w.prune(at_ms - 120_000 - 10_000);
+            w.keep(&rules, out);
+        }
+        use tidemark_schemas::BreachState::{Firing, Ok, Pending};
+        let row = |at, state, value, reason: &str, summary: &str| {
+            (
+                at,
+                state,
+                Some(value),
+                reason.to_owned(),
+                summary.to_owned(),
+            )
+        };
+        assert_eq!(
+            seen,
+            vec![
+                row(120_000, Pending, 0.0, "breached", "0 heartbeats"),
+                row(180_000, Firing, 0.0, "breached", "0 heartbeats"),
+                row(310_000, Ok, 1.0, "recovered", "1 heartbeats"),
+                // That sample's 10 s sub-window ends at 5m10s: silent 2m from there.
+                row(430_000, Pending, 0.0, "breached", "0 heartbeats"),
+                row(490_000, Firing, 0.0, "breached", "0 heartbeats"),
+            ]
+        );
+        let breach = {
+            let mut w = PartitionWatch::new(0, 0);
+            w.feed(&rules, 0, &heartbeat(t - 10_000).view(), t - 10_000);
+            let mut out = w.evaluate(
+                &rules,
+                DateTime::from_timestamp_millis(t + 120_000).unwrap(),
+            );
+            out.remove(0).0
+        };
+        assert_eq!(
+            (
+                breach.stat.as_str(),
+                breach.op.as_str(),
+                breach.threshold,
+                breach.window
+            ),
+            ("count", "<", 1.0, 120_000)
+        );
+    }
+
+    #[test]
+    fn a_series_an_absent_rule_watches_is_never_pruned() {
+        let rules = absent_rules();
+        let mut w = PartitionWatch::new(0, 0);
+        w.feed(&rules, 0, &heartbeat(NOW - 1_000).view(), NOW);
+        w.feed(
+            &rules,
+            1,
+            &batch(&[("web", "lat", "us")], vec![]).view(),
+            NOW,
+        );
+        // An hour later, still inactive (say its pending transition was not published).
+        w.prune(NOW + 3_600_000);
+        let left: Vec<_> = w.watched().map(|w| w.series.metric.clone()).collect();
+        assert_eq!(left, vec!["heartbeat".to_owned()]);
+        let later = DateTime::from_timestamp_millis(NOW + 3_600_000).unwrap();
+        let out = w.evaluate(&rules, later);
+        assert_eq!(
+            out.iter()
+                .map(|(b, _)| (b.rule.as_str(), b.state))
+                .collect::<Vec<_>>(),
+            vec![("heartbeat", tidemark_schemas::BreachState::Pending)]
+        );
+        // A reload that drops the absent rule lets it go.
+        let rest = rules[1..].to_vec();
+        w.reload(&rules, &rest, NOW + 3_600_000);
+        w.prune(NOW + 3_600_000);
+        assert_eq!(w.watched().count(), 0);
     }
 
     #[test]

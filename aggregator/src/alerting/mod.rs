@@ -224,9 +224,6 @@ impl Alerting {
                 series[*r] += 1;
             }
             outcomes.push((partition, breaches));
-            watch.prune(
-                at_ms - i64::try_from(self.span.as_millis()).unwrap_or(i64::MAX) - SUB_WINDOW_MS,
-            );
         }
         telemetry::ALERTING_FROZEN.set(frozen as f64);
         telemetry::ALERTING_WINDOW_BYTES.set(bytes as f64);
@@ -244,6 +241,12 @@ impl Alerting {
                     telemetry::breaches_not_published(partition, &e);
                 }
             }
+        }
+        // Only now: a series whose transition was just kept is no longer inactive.
+        let horizon =
+            at_ms - i64::try_from(self.span.as_millis()).unwrap_or(i64::MAX) - SUB_WINDOW_MS;
+        for watch in self.partitions.values_mut() {
+            watch.prune(horizon);
         }
         let evaluations: Vec<Evaluation> = self
             .rules

@@ -65,7 +65,7 @@ fn the_example_rules_file_is_valid() {
     let (code, stdout, stderr) = rules("check", &example("example.yaml"));
     assert_eq!(code, 0, "{stderr}");
     let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 2, "one line per rule: {stdout}");
+    assert_eq!(lines.len(), 3, "one line per rule: {stdout}");
     assert!(
         lines[0].starts_with("checkout-latency: p95 > 800 (warning); now "),
         "{stdout}"
@@ -73,6 +73,10 @@ fn the_example_rules_file_is_valid() {
     assert!(lines[0].contains("; next change 20"), "{stdout}");
     assert!(
         lines[1].starts_with("ingest-errors: error_rate >= 0.05 (critical)"),
+        "{stdout}"
+    );
+    assert!(
+        lines[2].starts_with("heartbeat: absent 2m (critical); now its own values"),
         "{stdout}"
     );
 }
