@@ -75,17 +75,33 @@ impl RulesApi {
 }
 
 /// `GET /v1/rules`: when the rules in force were read, the last reload's errors (`null`
-/// when it succeeded), and each rule by [`to_json`] at this instant.
+/// when it succeeded), and each rule by [`to_json`] at this instant with its latest
+/// evaluation by each aggregator (`evaluations`: when, over how many series, how many
+/// owned partitions were frozen, and why its transitions were not published).
 pub async fn list(State(state): State<RulesApi>) -> Result<Json<Value>, ApiError> {
     let set = state.rules.current();
     let summaries = rule_states::summaries(&state.pool, &state.topics.samples).await?;
     let by_rule: HashMap<&str, &RuleSummary> =
         summaries.iter().map(|s| (s.rule.as_str(), s)).collect();
+    let mut evaluations: HashMap<String, Vec<Value>> = HashMap::new();
+    for e in rule_states::evaluations(&state.pool, &state.topics.samples).await? {
+        evaluations.entry(e.rule).or_default().push(json!({
+            "aggregator": e.owner,
+            "at": instant(e.at),
+            "series": e.series,
+            "frozen_partitions": e.frozen,
+            "error": e.error,
+        }));
+    }
     let now = Utc::now();
     let rules: Vec<Value> = set
         .rules
         .iter()
-        .map(|rule| to_json(rule, now, by_rule.get(rule.name.as_str()).copied()))
+        .map(|rule| {
+            let mut shown = to_json(rule, now, by_rule.get(rule.name.as_str()).copied());
+            shown["evaluations"] = evaluations.remove(&rule.name).unwrap_or_default().into();
+            shown
+        })
         .collect();
     Ok(Json(json!({
         "loaded_at": instant(set.loaded_at),

@@ -248,6 +248,19 @@ async fn slow_requests_page_through_every_role_then_recovery_resolves_the_alert(
     assert_eq!(firing["service"], "api");
     assert_eq!(firing["severity"], "critical");
     assert_eq!(firing["annotations"]["summary"], "api max 900 ms > 500");
+    // The aggregator records each evaluation; the API shows it with the rule.
+    let rules = crate::support::get_json(&format!("http://{}/v1/rules", p.api), &p.token).await;
+    let slow = rules["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "slow-api")
+        .unwrap();
+    let evaluations = slow["evaluations"].as_array().unwrap();
+    assert_eq!(evaluations.len(), 1, "one aggregator: {slow}");
+    assert_eq!(evaluations[0]["series"], 1, "{slow}");
+    assert_eq!(evaluations[0]["error"], serde_json::Value::Null, "{slow}");
+    assert_eq!(slow["firing"], 1, "{slow}");
 
     let deadline = Instant::now() + Duration::from_secs(90);
     let resolved = loop {

@@ -125,6 +125,22 @@ async fn each_rule_shows_what_is_in_force_its_next_change_and_its_series_states(
     h.store_state("other.samples", "latency", "d", "firing")
         .await;
     h.store_state(&samples, "gone", "e", "firing").await;
+    let evaluated = DateTime::from_timestamp(1_790_000_000, 0).unwrap();
+    let evaluation = |owner: &str, error: Option<&str>| rule_states::Evaluation {
+        rule: "latency".into(),
+        owner: owner.into(),
+        at: evaluated,
+        series: 3,
+        frozen: 1,
+        error: error.map(str::to_owned),
+    };
+    rule_states::record_evaluations(&h.api.pool, &samples, "agg-a", &[evaluation("agg-a", None)])
+        .await
+        .unwrap();
+    let refused = evaluation("agg-b", Some("partition 2: breach not acknowledged"));
+    rule_states::record_evaluations(&h.api.pool, &samples, "agg-b", &[refused])
+        .await
+        .unwrap();
 
     let before = Utc::now();
     let body = h.rules().await;
@@ -175,6 +191,14 @@ async fn each_rule_shows_what_is_in_force_its_next_change_and_its_series_states(
     );
     let transition = instant(&latency["last_transition_at"]);
     assert!(transition <= after, "{transition}");
+    assert_eq!(
+        latency["evaluations"],
+        json!([
+            {"aggregator": "agg-a", "at": "2026-09-21T14:13:20.000Z", "series": 3, "frozen_partitions": 1, "error": null},
+            {"aggregator": "agg-b", "at": "2026-09-21T14:13:20.000Z", "series": 3, "frozen_partitions": 1,
+             "error": "partition 2: breach not acknowledged"},
+        ])
+    );
 
     let errors = &rules[1];
     assert_eq!(errors["name"], "errors");
@@ -182,6 +206,7 @@ async fn each_rule_shows_what_is_in_force_its_next_change_and_its_series_states(
     assert_eq!(errors["next_change"], Value::Null);
     assert_eq!(errors["series"], 0);
     assert_eq!(errors["last_transition_at"], Value::Null);
+    assert_eq!(errors["evaluations"], json!([]), "never evaluated");
 }
 
 #[tokio::test]
