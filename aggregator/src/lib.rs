@@ -289,8 +289,10 @@ impl Aggregator {
     async fn take_ownership(&mut self, owned: Owned) {
         let LeaseChange { lost, gained } = self.partitions.lease(owned);
         if let Some(a) = &mut self.alerting {
+            // A partition lost, even if gained back at once, is watched afresh: its
+            // other owner may have moved its states on meanwhile.
             let held = self.partitions.owned();
-            a.retain(|p| held.contains_key(&p));
+            a.retain(|p| held.contains_key(&p) && !lost.contains(&p));
         }
         for p in &lost {
             idle_gauge(*p).set(0.0);
@@ -586,19 +588,23 @@ impl Aggregator {
             partition,
             Offset::Offset(since.timestamp_millis()),
         )?;
-        let from = match tokio::task::block_in_place(|| {
-            self.consumer.offsets_for_times(tpl, KAFKA_TIMEOUT)
-        }) {
-            Ok(found) => match found
-                .find_partition(&self.topic, partition)
-                .map(|e| e.offset())
-            {
-                Some(Offset::Offset(o)) => o.min(resume_at),
-                _ => resume_at, // nothing newer than `since`
-            },
+        let found =
+            tokio::task::block_in_place(|| self.consumer.offsets_for_times(tpl, KAFKA_TIMEOUT))
+                .map_err(anyhow::Error::from)
+                .and_then(|found| {
+                    let entry = found
+                        .find_partition(&self.topic, partition)
+                        .ok_or_else(|| anyhow::anyhow!("no answer for the partition"))?;
+                    entry.error()?;
+                    Ok(entry.offset())
+                });
+        // `None`: the windows cannot be rebuilt, and fill from now on.
+        let from = match found {
+            Ok(Offset::Offset(o)) => Some(o.min(resume_at)),
+            Ok(_) => Some(resume_at), // nothing newer than `since`
             Err(e) => {
-                tracing::warn!(partition, error = %e, "cannot find where the rule windows start; they fill from now on");
-                resume_at
+                tracing::warn!(partition, error = format!("{e:#}"), "cannot find where the rule windows start; they fill from now on, and rules wait for them");
+                None
             }
         };
         let a = self.alerting.as_mut().expect("checked above");
@@ -628,8 +634,9 @@ impl Aggregator {
                 .collect()
         });
         let now_ms = Utc::now().timestamp_millis();
+        let loaded: std::collections::HashSet<i32> = positions.iter().map(|(p, _)| *p).collect();
         if let Some(a) = &mut self.alerting {
-            a.evaluate(at, |p, newest| {
+            a.evaluate(at, &loaded, |p, newest| {
                 // Nothing consumed yet (`newest` 0): its windows are still rebuilding.
                 let behind = u64::try_from(now_ms - newest).unwrap_or(0);
                 match unread.contains(&p) && newest > 0 {

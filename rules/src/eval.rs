@@ -195,8 +195,20 @@ pub fn evaluate(
     at: DateTime<Utc>,
     window: &Bucket,
 ) -> Option<Transition> {
+    evaluate_over(rule, state, at, window, rule.window)
+}
+
+/// [`evaluate`] over a window summary that covers `span` (the rule's window rounded out to
+/// whole sub-windows): `rate` is per second of what the summary covers.
+pub fn evaluate_over(
+    rule: &Rule,
+    state: &mut SeriesState,
+    at: DateTime<Utc>,
+    window: &Bucket,
+    span: Duration,
+) -> Option<Transition> {
     let in_force = rule.in_force(at);
-    let value = statistic(rule.stat, window, rule.window);
+    let value = statistic(rule.stat, window, span);
     let (kind, active_since) = step(rule, state, at, window, value, &in_force)?;
     state.seq += 1;
     Some(Transition {

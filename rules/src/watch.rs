@@ -138,6 +138,12 @@ impl PartitionWatch {
         self.fed_next >= self.ready_at
     }
 
+    /// The windows hold only what is fed from now on (`at_ms`): a rule waits until its
+    /// window lies wholly after it.
+    pub fn complete_from(&mut self, at_ms: i64) {
+        self.complete_from = at_ms;
+    }
+
     /// The next offset to feed.
     pub fn fed_next(&self) -> i64 {
         self.fed_next
@@ -234,8 +240,10 @@ impl PartitionWatch {
     }
 
     /// Evaluates every rule over every watched series at `at`, each over the samples with
-    /// event time in `[at - window, at)`. States without a transition change here; a
-    /// transition comes back as its breach and the state that caused it.
+    /// event time in `[at - window, at)` rounded out to whole sub-windows (`at` need not
+    /// lie on a sub-window boundary: the window then covers up to one sub-window more,
+    /// never less, and `rate` divides by what it covers). States without a transition
+    /// change here; a transition comes back as its breach and the state that caused it.
     pub fn evaluate(&mut self, rules: &[Rule], at: DateTime<Utc>) -> Vec<(Breach, SeriesState)> {
         let at_ms = at.timestamp_millis();
         let mut out = Vec::new();
@@ -249,8 +257,11 @@ impl PartitionWatch {
                 if rule.absent.is_some() && w.known_since.is_none_or(|k| k >= at_ms) {
                     continue; // it has not started reporting yet
                 }
+                let start = from - from.rem_euclid(millis(SUB_WINDOW));
+                let span = Duration::from_millis(u64::try_from(at_ms - start).unwrap_or(0));
+                let summary = w.window.summary(start, at_ms);
                 let mut next = state.clone();
-                match eval::evaluate(rule, &mut next, at, &w.window.summary(from, at_ms)) {
+                match eval::evaluate_over(rule, &mut next, at, &summary, span) {
                     None => *state = next,
                     Some(t) => {
                         let fp = breach::fingerprint(&rule.name, w.id);
@@ -743,5 +754,25 @@ routes: []
             .map(|(b, _)| (b.state, b.seq))
             .collect();
         assert_eq!(wide, vec![(tidemark_schemas::BreachState::Firing, 1)]);
+    }
+
+    #[test]
+    fn a_window_between_sub_window_boundaries_covers_at_least_its_length() {
+        let rules = crate::parse(
+            "rules:
+  - {name: slow, service: api, metric: lat, stat: count, window: 10s, op: '<', threshold: 1, severity: warning}
+receivers: []
+routes: []
+",
+        )
+        .unwrap();
+        let mut w = PartitionWatch::new(0, 0);
+        // NOW is on a 10 s boundary; a sample 3 s before it, evaluated 7 s after it: the
+        // sample lies within [at - 10 s, at), so the window must hold it.
+        let mut b = batch(&[("api", "lat", "eu")], vec![]);
+        b.samples[0].timestamp = NOW - 3_000;
+        w.feed(&rules, 0, &b.view(), NOW);
+        let at = DateTime::from_timestamp_millis(NOW + 7_000).unwrap();
+        assert!(w.evaluate(&rules, at).is_empty(), "count 1: not below 1");
     }
 }

@@ -60,12 +60,15 @@ CREATE TABLE alert_transitions (
     PRIMARY KEY (alert_id, seq)
 );
 
--- The last breach seq applied per fingerprint: a breach at or below it is a repeat (the
--- aggregator may publish a transition again after a crash).
+-- The last breach applied per fingerprint, as (episode start, seq): a breach at or below
+-- it is a repeat (the aggregator may publish a transition again after a crash). The
+-- episode comes first because an aggregator that forgot an idle series numbers its next
+-- episode from 1 again.
 CREATE TABLE alert_fingerprints (
-    fingerprint  TEXT PRIMARY KEY,
-    last_seq     BIGINT NOT NULL,
-    updated_at   TIMESTAMPTZ NOT NULL DEFAULT now()
+    fingerprint        TEXT PRIMARY KEY,
+    last_active_since  BIGINT NOT NULL,       -- ms
+    last_seq           BIGINT NOT NULL,
+    updated_at         TIMESTAMPTZ NOT NULL DEFAULT now()
 );
 
 -- Where the alerter resumes each partition of the breaches topic, in which Kafka cluster

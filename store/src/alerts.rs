@@ -329,7 +329,7 @@ pub async fn apply_breach(
     if !skip(tx, pos).await? {
         return Ok(Applied::AlreadyApplied);
     }
-    if !remember_seq(tx, &breach.fingerprint, breach.seq).await? {
+    if !remember_seq(tx, breach).await? {
         return Ok(Applied::Repeat);
     }
     let open = lock_open(tx, &breach.fingerprint).await?;
@@ -395,15 +395,19 @@ pub async fn load_offsets(
     Ok(rows.iter().map(crate::buckets::partition_offset).collect())
 }
 
-/// Records `seq` as the fingerprint's last; false when it had this seq or a later one.
-async fn remember_seq(tx: &mut Tx, fingerprint: &str, seq: i64) -> sqlx::Result<bool> {
+/// Records the breach as the fingerprint's last; false when it had this one or a later
+/// one, ordered by (episode start, seq).
+async fn remember_seq(tx: &mut Tx, breach: &Breach) -> sqlx::Result<bool> {
     let done = sqlx::query(
-        "INSERT INTO alert_fingerprints (fingerprint, last_seq) VALUES ($1, $2) \
-         ON CONFLICT (fingerprint) DO UPDATE SET last_seq = EXCLUDED.last_seq, updated_at = now() \
-           WHERE alert_fingerprints.last_seq < EXCLUDED.last_seq",
+        "INSERT INTO alert_fingerprints (fingerprint, last_active_since, last_seq) VALUES ($1, $2, $3) \
+         ON CONFLICT (fingerprint) DO UPDATE SET last_active_since = EXCLUDED.last_active_since, \
+           last_seq = EXCLUDED.last_seq, updated_at = now() \
+           WHERE (alert_fingerprints.last_active_since, alert_fingerprints.last_seq) \
+               < (EXCLUDED.last_active_since, EXCLUDED.last_seq)",
     )
-    .bind(fingerprint)
-    .bind(seq)
+    .bind(&breach.fingerprint)
+    .bind(breach.active_since)
+    .bind(breach.seq)
     .execute(&mut *tx.0)
     .await?;
     Ok(done.rows_affected() == 1)

@@ -23,7 +23,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tidemark_model::series::series_id;
-use tidemark_rules::eval::{self, SeriesState};
+use tidemark_rules::eval::{self, Phase, SeriesState};
 use tidemark_rules::Rule;
 use tidemark_runtime::rules::{RuleSet, Rules};
 use tidemark_schemas::{Breach, SampleBatchView, Series};
@@ -121,23 +121,33 @@ impl Alerting {
     }
 
     /// Starts watching `partition`, whose buckets resume at `resume_at`, with its windows
-    /// fed from `from` (≤ `resume_at`), and its stored states. Fails when Postgres does.
+    /// fed from `from` (≤ `resume_at`; `None` when they cannot be rebuilt: each rule then
+    /// waits until its window has filled from now), and its stored states. A firing
+    /// series' `keep_firing_for` counts from now, as if its condition held until the
+    /// gain. Fails when Postgres does.
     pub async fn gained(
         &mut self,
         partition: i32,
-        from: i64,
+        from: Option<i64>,
         resume_at: i64,
     ) -> anyhow::Result<()> {
         let stored = rule_states::load(&self.pool, &self.samples_topic, partition).await?;
-        let mut watch = PartitionWatch::new(from, resume_at);
+        let now = Utc::now();
+        let mut watch = PartitionWatch::new(from.unwrap_or(resume_at), resume_at);
+        if from.is_none() {
+            watch.complete_from(now.timestamp_millis());
+        }
         for s in stored {
-            let (Ok(series), Ok(state)) = (
+            let (Ok(series), Ok(mut state)) = (
                 serde_json::from_value::<Series>(s.series),
                 serde_json::from_value::<SeriesState>(s.state),
             ) else {
                 tracing::warn!(partition, fingerprint = %s.fingerprint, "unreadable stored rule state; starting that series afresh");
                 continue;
             };
+            if let Phase::Firing { last_held, .. } = &mut state.phase {
+                *last_held = (*last_held).max(now);
+            }
             if s.rule == lag::RULE {
                 self.lag.restore(partition, state);
                 continue;
@@ -183,14 +193,17 @@ impl Alerting {
         let Some(watch) = self.partitions.get_mut(&partition) else {
             return;
         };
-        let newest = self.newest.entry(partition).or_default();
-        *newest = (*newest).max(batch.produced_at);
         watch.feed(
             &self.rules.rules,
             offset,
             batch,
             Utc::now().timestamp_millis(),
         );
+        // A message read while rebuilding is old by design, not a sign of lag.
+        if watch.is_ready() {
+            let newest = self.newest.entry(partition).or_default();
+            *newest = (*newest).max(batch.produced_at);
+        }
     }
 
     /// When the next evaluation is due after `after`.
@@ -198,11 +211,16 @@ impl Alerting {
         eval::next_evaluation_of(&self.rules.rules, after, self.interval)
     }
 
-    /// Evaluates every rule over every watched series of the partitions that are ready
-    /// and not lagging, and the lag rule over every partition, publishing the
-    /// transitions. `lag` says how far a partition lags, given the `produced_at` of the
+    /// Evaluates every rule over every watched series of the `loaded` (consumed)
+    /// partitions that are ready and not lagging, and the lag rule over every loaded
+    /// partition, publishing the transitions. `lag` says how far a partition lags, given the `produced_at` of the
     /// newest message consumed from it.
-    pub async fn evaluate(&mut self, at: DateTime<Utc>, lag: impl Fn(i32, i64) -> Duration) {
+    pub async fn evaluate(
+        &mut self,
+        at: DateTime<Utc>,
+        loaded: &std::collections::HashSet<i32>,
+        lag: impl Fn(i32, i64) -> Duration,
+    ) {
         let at_ms = at.timestamp_millis();
         let mut frozen = 0;
         let mut bytes = 0;
@@ -210,6 +228,9 @@ impl Alerting {
         let mut outcomes = Vec::new();
         for (&partition, watch) in &mut self.partitions {
             bytes += watch.approx_bytes();
+            if !loaded.contains(&partition) {
+                continue; // resuming or fenced: not consumed, so not evaluated
+            }
             let newest = self.newest.get(&partition).copied().unwrap_or(0);
             let lag = lag(partition, newest);
             let lagged = self.lag.evaluate(&self.samples_topic, partition, lag, at);

@@ -223,11 +223,17 @@ async fn a_new_episode_after_resolve_is_a_new_alert() {
         apply(&pool, &b, offset).await;
         offset += 1;
     }
-    let mut again = breach("fp", 5, BreachState::Firing, "breached");
+    // An aggregator that forgot the idle series numbers its next episode from 1 again.
+    let mut again = breach("fp", 1, BreachState::Firing, "breached");
     again.active_since = T0 + 3_600_000;
     let Applied::Changed { alert_id } = apply(&pool, &again, offset).await else {
         panic!("the second episode opens an alert")
     };
+    assert_eq!(
+        apply(&pool, &again, offset + 1).await,
+        Applied::Repeat,
+        "the same (episode, seq) again is a repeat"
+    );
     let all = alerts::list(
         &pool,
         &AlertFilter {
