@@ -104,7 +104,7 @@ tidemark_runtime::define_metrics! {
     pub const BREACH_ERRORS: Counter = Counter::new(
         "tidemark_aggregator_breach_errors_total",
         &[],
-        "Evaluations of a partition whose transitions the broker did not acknowledge; they are evaluated and sent again.",
+        "Evaluations of a partition whose transitions could not be stored (Postgres) or were not acknowledged by the broker; stored ones are sent again, the others decided again.",
     );
     pub const ALERTING_FROZEN: Gauge = Gauge::new(
         "tidemark_aggregator_alerting_frozen_partitions",
@@ -119,13 +119,14 @@ tidemark_runtime::define_metrics! {
     .unit(Unit::Bytes);
 }
 
-/// The transitions of a partition's evaluation were not published; they are sent again.
+/// The transitions of a partition's evaluation were not stored or not acknowledged;
+/// stored ones are sent again, the others decided again.
 pub fn breaches_not_published(partition: i32, error: &anyhow::Error) {
     BREACH_ERRORS.increment(1);
     tracing::warn!(
         partition,
         error = format!("{error:#}"),
-        "breaches not published; evaluating again at the next interval"
+        "breaches not stored or not acknowledged; retrying at the next evaluation"
     );
 }
 

@@ -5,10 +5,11 @@
 //! evaluate the rules, among them) reads its own copy.
 //!
 //! What the evaluation shows is what is recorded: per rule, the series with a stored
-//! state, how many of them are pending and firing, and when the latest of those states
-//! was written (a state is written only with a transition). The evaluator does not record
-//! the instant or the errors of each evaluation, so neither is shown. A reload that fails
-//! is shown as `last_reload_error`, with every error naming the rule and field.
+//! state, how many of them are pending and firing, when the latest of those states was
+//! written (a state is written only with a transition), and each aggregator's latest
+//! evaluation (when, over how many series, how many partitions were frozen, and why its
+//! transitions were not published). A reload that fails is shown as
+//! `last_reload_error`, with every error naming the rule and field.
 //!
 //! Error messages name the rules file by its file name, never its directory.
 

@@ -6,36 +6,30 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
 /// One stored (rule, series) state.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct Stored {
     pub rule: String,
     pub fingerprint: String,
     pub series: serde_json::Value,
     pub state: serde_json::Value,
+    /// The encoded breach announcing `state`, until the broker acknowledged it.
+    pub unsent: Option<Vec<u8>>,
 }
 
 /// The states of a partition's series.
 pub async fn load(pool: &PgPool, topic: &str, partition: i32) -> anyhow::Result<Vec<Stored>> {
-    let rows: Vec<(String, String, serde_json::Value, serde_json::Value)> = sqlx::query_as(
-        "SELECT rule, fingerprint, series, state FROM rule_states
+    Ok(sqlx::query_as(
+        "SELECT rule, fingerprint, series, state, unsent FROM rule_states
          WHERE topic = $1 AND partition = $2 ORDER BY fingerprint",
     )
     .bind(topic)
     .bind(partition)
     .fetch_all(pool)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(rule, fingerprint, series, state)| Stored {
-            rule,
-            fingerprint,
-            series,
-            state,
-        })
-        .collect())
+    .await?)
 }
 
-/// Writes the states of a partition's series, all or none.
+/// Writes the states of a partition's series with the breaches announcing them, all or
+/// none.
 pub async fn save(
     pool: &PgPool,
     topic: &str,
@@ -45,10 +39,10 @@ pub async fn save(
     let mut tx = pool.begin().await?;
     for s in states {
         sqlx::query(
-            "INSERT INTO rule_states (topic, partition, rule, fingerprint, series, state)
-             VALUES ($1, $2, $3, $4, $5, $6)
+            "INSERT INTO rule_states (topic, partition, rule, fingerprint, series, state, unsent)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (topic, partition, fingerprint)
-             DO UPDATE SET state = EXCLUDED.state, updated_at = now()",
+             DO UPDATE SET state = EXCLUDED.state, unsent = EXCLUDED.unsent, updated_at = now()",
         )
         .bind(topic)
         .bind(partition)
@@ -56,10 +50,36 @@ pub async fn save(
         .bind(&s.fingerprint)
         .bind(&s.series)
         .bind(&s.state)
+        .bind(&s.unsent)
         .execute(&mut *tx)
         .await?;
     }
     tx.commit().await?;
+    Ok(())
+}
+
+/// Forgets the unsent breaches of these fingerprints once the broker acknowledged them,
+/// unless a later one replaced them meanwhile (`sent` holds the acknowledged payloads).
+pub async fn mark_sent(
+    pool: &PgPool,
+    topic: &str,
+    partition: i32,
+    sent: &[(String, Vec<u8>)],
+) -> anyhow::Result<()> {
+    let (fingerprints, payloads): (Vec<&str>, Vec<&[u8]>) =
+        sent.iter().map(|(f, p)| (f.as_str(), p.as_slice())).unzip();
+    sqlx::query(
+        "UPDATE rule_states r SET unsent = NULL
+         FROM UNNEST($3::text[], $4::bytea[]) AS s(fingerprint, payload)
+         WHERE r.topic = $1 AND r.partition = $2 AND r.fingerprint = s.fingerprint
+           AND r.unsent = s.payload",
+    )
+    .bind(topic)
+    .bind(partition)
+    .bind(&fingerprints)
+    .bind(&payloads)
+    .execute(pool)
+    .await?;
     Ok(())
 }
 

@@ -3,11 +3,14 @@
 //! evaluation interval, and at every schedule boundary, each rule is evaluated over each
 //! of its series by event time, and each transition goes to the breaches topic.
 //!
-//! Order of effects per evaluation: the transitions are produced (acks=all, idempotent)
-//! first, then the states that caused them are written to `rule_states`, then they are
-//! kept in memory. A failed produce keeps the old states, so the next evaluation produces
-//! the transition again; a crash between produce and write makes the next owner produce
-//! it again with the same `seq`, which the alerter drops.
+//! Order of effects per evaluation: the states a transition leads to are written to
+//! `rule_states` together with the breach announcing it (`unsent`), then kept in memory,
+//! then the breach is produced (acks=all, idempotent) and, once acknowledged, marked
+//! sent. A breach not acknowledged stays queued and is produced again at the next
+//! evaluation; one left unsent by a crash is produced by the partition's next owner
+//! before it evaluates. So every transition decided is announced, always with the same
+//! content for its `seq`, and the alerter drops the repeats. Postgres down: nothing is
+//! decided (the states stay), and the next evaluation decides again.
 //!
 //! A partition gained loads its states from `rule_states` and feeds its windows from the
 //! offset whose messages are as old as the longest window (ListOffsets by timestamp),
@@ -69,6 +72,9 @@ pub struct Alerting {
     owner: String,
     /// The built-in lag rule's state per partition.
     lag: Lag,
+    /// Per partition, the breaches stored but not acknowledged yet, in the order decided:
+    /// (rule, fingerprint, encoded breach).
+    unsent: HashMap<i32, Vec<(String, String, Vec<u8>)>>,
     /// The newest `produced_at` consumed per partition, for the lag freeze.
     newest: HashMap<i32, i64>,
 }
@@ -102,6 +108,7 @@ impl Alerting {
             partitions: HashMap::new(),
             owner: owner.to_owned(),
             lag: Lag::default(),
+            unsent: HashMap::new(),
             newest: HashMap::new(),
         }))
     }
@@ -137,7 +144,11 @@ impl Alerting {
         if from.is_none() {
             watch.complete_from(now.timestamp_millis());
         }
+        let mut unsent = Vec::new();
         for s in stored {
+            if let Some(payload) = s.unsent {
+                unsent.push((s.rule.clone(), s.fingerprint.clone(), payload));
+            }
             let (Ok(series), Ok(mut state)) = (
                 serde_json::from_value::<Series>(s.series),
                 serde_json::from_value::<SeriesState>(s.state),
@@ -159,6 +170,7 @@ impl Alerting {
             watch.restore(&self.rules.rules, id, &series, rule, state);
         }
         self.partitions.insert(partition, watch);
+        self.unsent.insert(partition, unsent);
         Ok(())
     }
 
@@ -178,6 +190,7 @@ impl Alerting {
     pub fn retain(&mut self, held: impl Fn(i32) -> bool) {
         self.partitions.retain(|p, _| held(*p));
         self.lag.retain(&held);
+        self.unsent.retain(|p, _| held(*p));
         self.newest.retain(|p, _| held(*p));
     }
 
@@ -253,14 +266,25 @@ impl Alerting {
             if breaches.is_empty() {
                 continue;
             }
-            match self.publish(partition, &breaches).await {
-                Ok(()) => self.keep(partition, breaches),
-                Err(e) => {
-                    for (b, _) in &breaches {
-                        errors.insert(b.rule.clone(), format!("partition {partition}: {e:#}"));
-                    }
-                    telemetry::breaches_not_published(partition, &e);
-                }
+            if let Err(e) = self.record(partition, breaches).await {
+                telemetry::breaches_not_published(partition, &e);
+                errors.extend(
+                    self.rules
+                        .rules
+                        .iter()
+                        .map(|r| (r.name.clone(), format!("partition {partition}: {e:#}"))),
+                );
+            }
+        }
+        let queued: Vec<i32> = self
+            .unsent
+            .iter()
+            .filter(|(_, q)| !q.is_empty())
+            .map(|(p, _)| *p)
+            .collect();
+        for partition in queued {
+            for (rule, error) in self.send(partition).await {
+                errors.insert(rule, error);
             }
         }
         // Only now: a series whose transition was just kept is no longer inactive.
@@ -295,42 +319,70 @@ impl Alerting {
         }
     }
 
-    /// Produces the breaches and records the states that caused them.
-    async fn publish(
-        &self,
+    /// Stores the states that `breaches` lead to with the breaches announcing them, then
+    /// keeps the states and queues the breaches. Fails (deciding nothing) when Postgres
+    /// does.
+    async fn record(
+        &mut self,
         partition: i32,
-        breaches: &[(Breach, SeriesState)],
+        breaches: Vec<(Breach, SeriesState)>,
     ) -> anyhow::Result<()> {
-        let payloads = breaches
-            .iter()
-            .map(|(b, _)| tidemark_schemas::encode_breach(b))
-            .collect::<Result<Vec<_>, _>>()?;
-        let pending = breaches.iter().zip(&payloads).map(|((b, _), payload)| {
+        let mut stored = Vec::with_capacity(breaches.len());
+        for (b, state) in &breaches {
+            stored.push(Stored {
+                rule: b.rule.clone(),
+                fingerprint: b.fingerprint.clone(),
+                series: serde_json::to_value(&b.series)?,
+                state: serde_json::to_value(state)?,
+                unsent: Some(tidemark_schemas::encode_breach(b)?),
+            });
+        }
+        rule_states::save(&self.pool, &self.samples_topic, partition, &stored).await?;
+        let queue = self.unsent.entry(partition).or_default();
+        queue.extend(
+            stored
+                .into_iter()
+                .map(|s| (s.rule, s.fingerprint, s.unsent.unwrap_or_default())),
+        );
+        self.keep(partition, breaches);
+        Ok(())
+    }
+
+    /// Produces the partition's queued breaches, in order, and marks those acknowledged
+    /// as sent; the rest stay queued. Returns the rules whose breaches failed, with why.
+    async fn send(&mut self, partition: i32) -> Vec<(String, String)> {
+        let queue = self.unsent.remove(&partition).unwrap_or_default();
+        let deliveries = queue.iter().map(|(_, fingerprint, payload)| {
             let record = FutureRecord::to(&self.breaches_topic)
-                .key(b.fingerprint.as_bytes())
+                .key(fingerprint.as_bytes())
                 .payload(payload);
             self.producer.send(record, PRODUCE_TIMEOUT)
         });
-        for delivery in futures::future::join_all(pending).await {
-            delivery.map_err(|(e, _)| anyhow::anyhow!("breach not acknowledged: {e}"))?;
+        let outcomes = futures::future::join_all(deliveries).await;
+        let (mut sent, mut failed, mut left) = (Vec::new(), Vec::new(), Vec::new());
+        for ((rule, fingerprint, payload), outcome) in queue.into_iter().zip(outcomes) {
+            match outcome {
+                Ok(_) => sent.push((fingerprint, payload)),
+                Err((e, _)) => {
+                    failed.push((
+                        rule.clone(),
+                        format!("partition {partition}: breach not acknowledged: {e}"),
+                    ));
+                    left.push((rule, fingerprint, payload));
+                }
+            }
         }
-        let stored: Vec<Stored> = breaches
-            .iter()
-            .map(|(b, state)| Stored {
-                rule: b.rule.clone(),
-                fingerprint: b.fingerprint.clone(),
-                series: serde_json::to_value(&b.series).expect("series serialises"),
-                state: serde_json::to_value(state).expect("state serialises"),
-            })
-            .collect();
-        telemetry::BREACHES_PUBLISHED.increment(breaches.len() as u64);
-        if let Err(e) = rule_states::save(&self.pool, &self.samples_topic, partition, &stored).await
+        telemetry::BREACHES_PUBLISHED.increment(sent.len() as u64);
+        if !failed.is_empty() {
+            telemetry::breaches_not_published(partition, &anyhow::anyhow!("{}", failed[0].1));
+        }
+        if let Err(e) =
+            rule_states::mark_sent(&self.pool, &self.samples_topic, partition, &sent).await
         {
-            // Published: the alerter has them. A restart before the next write produces
-            // them again with the same seq, which the alerter drops.
-            tracing::warn!(partition, error = %e, "rule states not stored; a restart would announce these transitions again");
+            tracing::debug!(partition, error = %e, "breaches not marked sent; a next owner would send them again");
         }
-        Ok(())
+        self.unsent.insert(partition, left);
+        failed
     }
 
     /// Keeps the states of published transitions in memory.

@@ -5,7 +5,7 @@ use chrono::{TimeZone, Utc};
 use serde_json::json;
 use tidemark_store::db::fresh_test_database;
 use tidemark_store::rule_states::{
-    evaluations, load, record_evaluations, save, summaries, Evaluation, Stored,
+    evaluations, load, mark_sent, record_evaluations, save, summaries, Evaluation, Stored,
 };
 
 fn stored(rule: &str, fingerprint: &str, phase: &str) -> Stored {
@@ -14,6 +14,7 @@ fn stored(rule: &str, fingerprint: &str, phase: &str) -> Stored {
         fingerprint: fingerprint.into(),
         series: json!({"service": "api", "metric": "lat", "tags": {}}),
         state: json!({"phase": phase, "missing": 0, "seq": 1}),
+        unsent: Some(format!("{rule}/{fingerprint}/{phase}").into_bytes()),
     }
 }
 
@@ -47,6 +48,25 @@ async fn states_are_per_partition_and_a_save_replaces_them() {
         .collect();
     assert_eq!(counts, vec![("a".into(), 2, 0, 2), ("b".into(), 1, 0, 1)]);
     assert!(summaries(&pool, "other.samples").await.unwrap().is_empty());
+
+    // Acknowledged: f1's breach is forgotten; f2's acknowledgement came for a breach a
+    // later one replaced meanwhile, which stays unsent.
+    let sent = |fp: &str, s: &str| (fp.to_owned(), s.as_bytes().to_vec());
+    mark_sent(
+        &pool,
+        "t.samples",
+        0,
+        &[sent("f1", "a/f1/firing"), sent("f2", "b/f2/pending")],
+    )
+    .await
+    .unwrap();
+    let unsent: Vec<Option<Vec<u8>>> = load(&pool, "t.samples", 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.unsent)
+        .collect();
+    assert_eq!(unsent, vec![None, Some(b"b/f2/firing".to_vec())]);
 }
 
 #[tokio::test]

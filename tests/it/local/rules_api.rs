@@ -99,6 +99,7 @@ impl Harness {
             fingerprint: fingerprint.into(),
             series: json!({"service": "checkout", "metric": "http.server.duration_ms", "tags": {}}),
             state: json!({"phase": phase, "since": "2026-06-06T10:00:00Z", "missing": 0, "seq": 1}),
+            unsent: None,
         };
         rule_states::save(&self.api.pool, topic, 0, &[stored])
             .await
