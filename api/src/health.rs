@@ -261,6 +261,16 @@ fn summarise(
         }
         acc.metrics.entry(metric).or_default().merge(&bucket);
     }
+    // A service whose samples stopped long ago still shows while an alert fires for it
+    // (a dead man's switch is the case in point).
+    for service in firing.keys() {
+        per_service.entry(service.clone()).or_insert_with(|| Acc {
+            all: Bucket::default(),
+            latency: Bucket::default(),
+            last: None,
+            metrics: BTreeMap::new(),
+        });
+    }
     let elapsed_s = ((now - current) as f64 / 1000.0).max(1.0);
     per_service
         .into_iter()
@@ -400,8 +410,20 @@ mod tests {
         ]);
         let health = summarise(rows, &firing, now, "http.server.duration", true, "redis");
         let names: Vec<&str> = health.iter().map(|h| h.service.as_str()).collect();
-        assert_eq!(names, ["api", "idle"]);
-        let (api, idle) = (&health[0], &health[1]);
+        assert_eq!(
+            names,
+            ["api", "gone", "idle"],
+            "a firing alert shows its service"
+        );
+        let (api, gone, idle) = (&health[0], &health[1], &health[2]);
+        assert_eq!(
+            (
+                gone.status,
+                gone.last_sample_at.as_deref(),
+                gone.alerts.critical
+            ),
+            (Status::Down, None, 1)
+        );
         assert_eq!(
             (api.current_hour.count, api.current_hour.error_count),
             (150, 10)
@@ -438,7 +460,15 @@ mod tests {
         );
         assert_eq!(idle.source, "redis");
         let brief = summarise(Vec::new(), &firing, now, "m", false, "postgres");
-        assert!(brief.is_empty(), "alerts of a service without samples");
+        let shown: Vec<(&str, Status)> = brief
+            .iter()
+            .map(|h| (h.service.as_str(), h.status))
+            .collect();
+        assert_eq!(
+            shown,
+            [("gone", Status::Down), ("idle", Status::Degraded)],
+            "services known only by their firing alerts"
+        );
     }
 
     #[test]

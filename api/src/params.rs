@@ -20,6 +20,14 @@ fn refused(code: &'static str, param: &str, e: FieldError) -> ApiError {
     bad(code, format!("{param}: {}", e.message))
 }
 
+/// The id of a path (`/v1/alerts/{id}`, `/v1/silences/{id}`): a positive integer.
+pub fn path_id(text: &str) -> Result<i64, ApiError> {
+    text.parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| ApiError::bad_request("invalid_path", "id: must be a positive integer"))
+}
+
 /// A service name, by the rule of samples.
 pub fn service<'a>(code: &'static str, param: &str, value: &'a str) -> Result<&'a str, ApiError> {
     sample::check_service(value).map_err(|e| refused(code, param, e))
@@ -172,5 +180,14 @@ mod tests {
         );
         assert_eq!(instant(None, "to", 5).unwrap(), 5);
         assert_eq!(instant(Some("1970-01-01T00:00:00Z"), "to", 5).unwrap(), 0);
+    }
+
+    #[test]
+    fn path_ids_are_positive_integers() {
+        assert_eq!(path_id("42").unwrap(), 42);
+        for bad in ["0", "-3", "x", "9223372036854775808", ""] {
+            let message = path_id(bad).unwrap_err().to_string();
+            assert!(message.starts_with("id: "), "{bad}: {message}");
+        }
     }
 }

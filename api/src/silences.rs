@@ -31,7 +31,7 @@ use tidemark_runtime::http::{self, ApiError, RequireRole};
 use tidemark_store::alerts::{self, Alert};
 use tidemark_store::silences::{self, NewSilence};
 
-use crate::ApiState;
+use crate::{params, ApiState};
 
 /// Silences one list answers by default, and at most.
 pub const DEFAULT_LIMIT: i64 = 100;
@@ -263,14 +263,6 @@ pub async fn list(
     Ok(Json(json!({ "silences": shown })))
 }
 
-/// A silence id of a path: a positive integer.
-fn silence_id(text: &str) -> Result<i64, ApiError> {
-    text.parse::<i64>()
-        .ok()
-        .filter(|id| *id > 0)
-        .ok_or_else(|| ApiError::bad_request("invalid_path", "id: must be a positive integer"))
-}
-
 fn not_found(id: i64) -> ApiError {
     ApiError::NotFound(format!("no silence has id {id}"))
 }
@@ -280,7 +272,7 @@ pub async fn one(
     State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let id = silence_id(&id)?;
+    let id = params::path_id(&id)?;
     let found = silences::get(&state.pool, id)
         .await?
         .ok_or_else(|| not_found(id))?;
@@ -295,7 +287,7 @@ pub async fn expire(
     State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let id = silence_id(&id)?;
+    let id = params::path_id(&id)?;
     let now = now_ms();
     let expired = silences::expire(&state.pool, id, now)
         .await?
@@ -355,13 +347,5 @@ mod tests {
             r#"{{{M}, "ends_at": "2026-09-21T16:00:00Z", {WHO}, "x": 1}}"#
         ))
         .starts_with("body: unknown field `x`"));
-    }
-
-    #[test]
-    fn ids_are_positive_integers() {
-        assert_eq!(silence_id("7").unwrap(), 7);
-        for bad in ["0", "-1", "x", ""] {
-            assert!(silence_id(bad).unwrap_err().to_string().starts_with("id: "));
-        }
     }
 }
