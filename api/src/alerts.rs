@@ -12,11 +12,11 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use axum::{middleware, Json, Router};
+use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tidemark_runtime::auth::{KeyStore, Role};
-use tidemark_runtime::http::{self, ApiError, RequireRole};
+use tidemark_runtime::http::{self, needs_role, ApiError};
 use tidemark_store::alerts::{self, Ack, AlertFilter, AlertState};
 
 use crate::params;
@@ -35,23 +35,19 @@ const DEFAULT_ACKNOWLEDGER: &str = "admin";
 
 /// The alert routes, each behind its role.
 pub fn router(state: ApiState, keys: Arc<KeyStore>) -> Router {
-    let needs = |role| {
-        middleware::from_fn_with_state(
-            RequireRole {
-                keys: keys.clone(),
-                role,
-            },
-            http::require_role,
-        )
-    };
-    let read = Router::new()
-        .route("/v1/alerts", get(list))
-        .route("/v1/alerts/stats", get(stats))
-        .route("/v1/alerts/{id}", get(one))
-        .route_layer(needs(Role::Read));
-    let admin = Router::new()
-        .route("/v1/alerts/{id}/ack", post(acknowledge))
-        .route_layer(needs(Role::Admin));
+    let read = needs_role(
+        Router::new()
+            .route("/v1/alerts", get(list))
+            .route("/v1/alerts/stats", get(stats))
+            .route("/v1/alerts/{id}", get(one)),
+        &keys,
+        Role::Read,
+    );
+    let admin = needs_role(
+        Router::new().route("/v1/alerts/{id}/ack", post(acknowledge)),
+        &keys,
+        Role::Admin,
+    );
     read.merge(admin).with_state(state)
 }
 

@@ -15,9 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::routing::get;
-use axum::{middleware, Router};
+use axum::Router;
 use tidemark_runtime::auth::{KeyStore, Role};
-use tidemark_runtime::http::{self, Ops, RequireRole};
+use tidemark_runtime::http::{self, needs_role, Ops};
 use tidemark_runtime::rules::Rules;
 use tidemark_runtime::serve::{self, ServeLimits};
 use tidemark_runtime::Config;
@@ -43,20 +43,13 @@ pub struct ApiState {
 pub fn router(state: ApiState, keys: Arc<KeyStore>) -> Router {
     let alerts = alerts::router(state.clone(), keys.clone())
         .merge(silences::router(state.clone(), keys.clone()));
-    Router::new()
+    let reads = Router::new()
         .route("/v1/health", get(health::overall))
         .route("/v1/health/services", get(health::list_services))
         .route("/v1/health/services/{service}", get(health::one_service))
         .route("/v1/series", get(series::get_series))
-        .with_state(state)
-        .route_layer(middleware::from_fn_with_state(
-            RequireRole {
-                keys,
-                role: Role::Read,
-            },
-            http::require_role,
-        ))
-        .merge(alerts)
+        .with_state(state);
+    needs_role(reads, &keys, Role::Read).merge(alerts)
 }
 
 /// Connections the role needs, opened by the caller.

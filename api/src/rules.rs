@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::routing::{get, post};
-use axum::{middleware, Json, Router};
+use axum::{Json, Router};
 use chrono::{DateTime, NaiveTime, Utc};
 use serde_json::{json, Value};
 use tidemark_model::time::{format_duration, format_instant};
@@ -28,7 +28,7 @@ use tidemark_rules::template::schedule_name;
 use tidemark_rules::{Effect, Rule, Schedule};
 use tidemark_runtime::auth::{KeyStore, Role};
 use tidemark_runtime::config::Topics;
-use tidemark_runtime::http::{self, ApiError, RequireRole};
+use tidemark_runtime::http::{needs_role, ApiError};
 use tidemark_runtime::rules::{announce_reload, Rules};
 use tidemark_store::db::PgPool;
 use tidemark_store::rule_states::{self, RuleSummary};
@@ -44,21 +44,16 @@ pub struct RulesApi {
 
 /// The rule routes, each behind its role.
 pub fn router(state: RulesApi, keys: Arc<KeyStore>) -> Router {
-    let needs = |role| {
-        middleware::from_fn_with_state(
-            RequireRole {
-                keys: keys.clone(),
-                role,
-            },
-            http::require_role,
-        )
-    };
-    let read = Router::new()
-        .route("/v1/rules", get(list))
-        .route_layer(needs(Role::Read));
-    let admin = Router::new()
-        .route("/v1/admin/rules/reload", post(reload))
-        .route_layer(needs(Role::Admin));
+    let read = needs_role(
+        Router::new().route("/v1/rules", get(list)),
+        &keys,
+        Role::Read,
+    );
+    let admin = needs_role(
+        Router::new().route("/v1/admin/rules/reload", post(reload)),
+        &keys,
+        Role::Admin,
+    );
     read.merge(admin).with_state(state)
 }
 

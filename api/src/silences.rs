@@ -20,14 +20,14 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use axum::{middleware, Json, Router};
+use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tidemark_model::sample::STORABLE_MS;
 use tidemark_model::time::{format_instant, parse_instant};
 use tidemark_rules::silence::{self, FieldError, Matcher, MatcherSpec, Silence};
 use tidemark_runtime::auth::{KeyStore, Role};
-use tidemark_runtime::http::{self, ApiError, RequireRole};
+use tidemark_runtime::http::{self, needs_role, ApiError};
 use tidemark_store::alerts::{self, Alert};
 use tidemark_store::silences::{self, NewSilence};
 
@@ -43,24 +43,21 @@ const MAX_COMMENT_CHARS: usize = 4096;
 
 /// The silence routes, each behind its role.
 pub fn router(state: ApiState, keys: Arc<KeyStore>) -> Router {
-    let needs = |role| {
-        middleware::from_fn_with_state(
-            RequireRole {
-                keys: keys.clone(),
-                role,
-            },
-            http::require_role,
-        )
-    };
-    let read = Router::new()
-        .route("/v1/silences", get(list))
-        .route("/v1/silences/preview", post(preview))
-        .route("/v1/silences/{id}", get(one))
-        .route_layer(needs(Role::Read));
-    let admin = Router::new()
-        .route("/v1/silences", post(create))
-        .route("/v1/silences/{id}", axum::routing::delete(expire))
-        .route_layer(needs(Role::Admin));
+    let read = needs_role(
+        Router::new()
+            .route("/v1/silences", get(list))
+            .route("/v1/silences/preview", post(preview))
+            .route("/v1/silences/{id}", get(one)),
+        &keys,
+        Role::Read,
+    );
+    let admin = needs_role(
+        Router::new()
+            .route("/v1/silences", post(create))
+            .route("/v1/silences/{id}", axum::routing::delete(expire)),
+        &keys,
+        Role::Admin,
+    );
     read.merge(admin).with_state(state)
 }
 

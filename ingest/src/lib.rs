@@ -17,11 +17,11 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::post;
-use axum::{middleware, Json, Router};
+use axum::{Json, Router};
 use serde_json::json;
 use tidemark_model::sample::TimeBounds;
 use tidemark_runtime::auth::{KeyStore, Role};
-use tidemark_runtime::http::{self, ApiError, Ops, RequireRole};
+use tidemark_runtime::http::{self, needs_role, ApiError, Ops};
 use tidemark_runtime::serve::{self, ServeLimits};
 use tidemark_runtime::Config;
 use tokio_util::sync::CancellationToken;
@@ -82,16 +82,10 @@ impl Inflight {
 /// The data routes, behind the `ingest` role.
 pub fn router(state: IngestState, keys: Arc<KeyStore>) -> Router {
     let body_limit = state.max_body_bytes;
-    Router::new()
+    let data = Router::new()
         .route("/v1/samples", post(push_samples))
-        .with_state(state)
-        .route_layer(middleware::from_fn_with_state(
-            RequireRole {
-                keys,
-                role: Role::Ingest,
-            },
-            http::require_role,
-        ))
+        .with_state(state);
+    needs_role(data, &keys, Role::Ingest)
         // Bound what axum buffers; the handler maps the overflow to 413 itself.
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
 }

@@ -397,6 +397,18 @@ fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
+/// `routes`, each behind `role`: the one way a route gets its role.
+pub fn needs_role<S>(routes: Router<S>, keys: &Arc<KeyStore>, role: Role) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    let required = RequireRole {
+        keys: keys.clone(),
+        role,
+    };
+    routes.route_layer(middleware::from_fn_with_state(required, require_role))
+}
+
 /// Middleware state: which role a group of routes needs.
 #[derive(Clone)]
 pub struct RequireRole {
